@@ -1,0 +1,44 @@
+# The README's commands. Everything installs into a local virtual environment (.venv).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && break; done)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?= -n 2
+
+.PHONY: venv demo test lint ui up down bench bench-import bench-workflow bench-analytics clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python >= 3.11 is required"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/ordersys demo
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+ui: venv
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${PORT:-3000}
+
+bench: bench-import bench-workflow bench-analytics
+
+bench-import: venv
+	$(BIN)/python bench/import_bench.py
+
+bench-workflow: venv
+	$(BIN)/python bench/workflow_bench.py
+
+bench-analytics: venv
+	$(BIN)/python bench/analytics_bench.py
+
+clean:
+	rm -rf .ordersys data .dagster_home

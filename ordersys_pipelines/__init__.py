@@ -1,0 +1,1 @@
+"""ordersys: an order-management back office orchestrated by Dagster."""

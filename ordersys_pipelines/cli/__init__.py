@@ -1,0 +1,15 @@
+"""The `ordersys` command. Each area's commands live in a module of this package."""
+
+from __future__ import annotations
+
+import click
+
+from ordersys_pipelines.cli import db
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """ordersys: order-management back office on Dagster."""
+
+
+main.add_command(db.db)

@@ -1,0 +1,1 @@
+"""Customer notifications: the outbox, templates, channels and dispatch."""

@@ -1,0 +1,83 @@
+"""The transactional outbox: callers write notification rows in the same transaction as the
+state change that causes them. Rendering and sending happen later, in dispatch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import ColumnElement, Connection, Select, String, cast, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ordersys_pipelines.db.schema import customers, notifications, orders, refunds
+
+ORDER_TYPES = (
+    "order_confirmed",
+    "order_failed",
+    "payment_succeeded",
+    "payment_failed",
+    "order_cancelled",
+    "order_shipped",
+    "order_delivered",
+)
+REFUND_TYPES = ("refund_processed", "refund_failed")
+NOTIFICATION_TYPES = ORDER_TYPES + REFUND_TYPES
+
+
+def _insert_ignoring_duplicates(conn: Connection, source: Select) -> int:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    columns = ["order_id", "refund_id", "customer_id", "type", "recipient", "reason", "dedup_key"]
+    statement = (
+        dialect.insert(notifications)
+        .from_select(columns, source)
+        .on_conflict_do_nothing(index_elements=["dedup_key"])
+    )
+    # rowcount of INSERT ... SELECT is not reported by every driver; RETURNING is.
+    return len(conn.execute(statement.returning(notifications.c.id)).all())
+
+
+def _ids_clause(column, ids: Iterable[int] | Select) -> ColumnElement[bool]:
+    return column.in_(ids if isinstance(ids, Select) else list(ids))
+
+
+def enqueue_for_orders(conn: Connection, notification_type: str, order_ids: Iterable[int] | Select) -> int:
+    """One notification of `notification_type` per order (the order's status_reason is the
+    reason); an order that already has one of that type gets no second. Returns rows added."""
+    if notification_type not in ORDER_TYPES:
+        raise ValueError(f"unknown order notification type {notification_type!r}; valid: {ORDER_TYPES}")
+    source = (
+        select(
+            orders.c.id,
+            literal(None).label("refund_id"),
+            orders.c.customer_id,
+            literal(notification_type).label("type"),
+            customers.c.email,
+            orders.c.status_reason,
+            (literal("order:") + cast(orders.c.id, String) + literal(f":{notification_type}")).label("dedup_key"),
+        )
+        .join(customers, customers.c.id == orders.c.customer_id)
+        .where(_ids_clause(orders.c.id, order_ids))
+    )
+    return _insert_ignoring_duplicates(conn, source)
+
+
+def enqueue_for_refunds(conn: Connection, notification_type: str, refund_ids: Iterable[int] | Select) -> int:
+    """One notification of `notification_type` per refund (reason: the refund's last error or
+    reason). Returns rows added."""
+    if notification_type not in REFUND_TYPES:
+        raise ValueError(f"unknown refund notification type {notification_type!r}; valid: {REFUND_TYPES}")
+
+    source = (
+        select(
+            refunds.c.order_id,
+            refunds.c.id,
+            orders.c.customer_id,
+            literal(notification_type).label("type"),
+            customers.c.email,
+            func.coalesce(refunds.c.last_error, refunds.c.reason),
+            (literal("refund:") + cast(refunds.c.id, String) + literal(f":{notification_type}")).label("dedup_key"),
+        )
+        .join(orders, orders.c.id == refunds.c.order_id)
+        .join(customers, customers.c.id == orders.c.customer_id)
+        .where(_ids_clause(refunds.c.id, refund_ids))
+    )
+    return _insert_ignoring_duplicates(conn, source)

@@ -1,0 +1,158 @@
+"""Environment → settings. Every ORDERSYS_* variable is read here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from datetime import date
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{Path.cwd() / '.ordersys' / 'ordersys.db'}"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the system cannot use."""
+
+
+def _int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+def _str(name: str, default: str) -> str:
+    raw = os.environ.get(name)
+    return default if raw is None or raw == "" else raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(default_factory=_default_database_url)
+    # None means "not configured": the default URL is tried and, for the demo, an embedded
+    # Redis is started when nothing answers there. A configured URL is never replaced.
+    redis_url: str | None = None
+    redis_key_prefix: str = ""
+    inbox: Path = Path("data/inbox")
+    chunk_rows: int = 50_000
+    default_stock: int = 0
+    batch_size: int = 10_000
+    timezone: str = "UTC"
+    kpi_start_date: str = "2020-01-01"
+    currency: str = "EUR"
+    payment_timeout_seconds: int = 900
+    claim_lease_seconds: int = 300
+    gateway_secret: str = "ordersys-dev-secret"
+    gateway_approval_rate: float = 0.97
+    gateway_refund_failure_rate: float = 0.05
+    gateway_duplicate_rate: float = 0.05
+    gateway_callback_delay_seconds: float = 0.0
+    gateway_seed: int | None = None
+    callback_tolerance_seconds: int = 300
+    refund_max_attempts: int = 5
+    notify_channel: str = "log"
+    notify_max_attempts: int = 5
+    notify_templates_dir: Path | None = None
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_tls: bool = False
+    smtp_sender: str = "orders@ordersys.local"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: str = "ordersys-webhook-secret"
+    operator_email: str | None = None
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ.get
+        seed = env("ORDERSYS_GATEWAY_SEED")
+        templates = env("ORDERSYS_NOTIFY_TEMPLATES")
+        settings = cls(
+            database_url=_str("ORDERSYS_DATABASE_URL", _default_database_url()),
+            redis_url=env("ORDERSYS_REDIS_URL") or None,
+            redis_key_prefix=_str("ORDERSYS_REDIS_PREFIX", ""),
+            inbox=Path(_str("ORDERSYS_INBOX", "data/inbox")),
+            chunk_rows=_int("ORDERSYS_CHUNK_ROWS", 50_000, minimum=1),
+            default_stock=_int("ORDERSYS_DEFAULT_STOCK", 0),
+            batch_size=_int("ORDERSYS_BATCH_SIZE", 10_000, minimum=1),
+            timezone=_str("ORDERSYS_TIMEZONE", "UTC"),
+            kpi_start_date=_str("ORDERSYS_KPI_START_DATE", "2020-01-01"),
+            currency=_str("ORDERSYS_CURRENCY", "EUR"),
+            payment_timeout_seconds=_int("ORDERSYS_PAYMENT_TIMEOUT", 900, minimum=1),
+            claim_lease_seconds=_int("ORDERSYS_CLAIM_LEASE_SECONDS", 300, minimum=1),
+            gateway_secret=_str("ORDERSYS_GATEWAY_SECRET", "ordersys-dev-secret"),
+            gateway_approval_rate=_float("ORDERSYS_GATEWAY_APPROVAL_RATE", 0.97),
+            gateway_refund_failure_rate=_float("ORDERSYS_GATEWAY_REFUND_FAILURE_RATE", 0.05),
+            gateway_duplicate_rate=_float("ORDERSYS_GATEWAY_DUPLICATE_RATE", 0.05),
+            gateway_callback_delay_seconds=_float("ORDERSYS_GATEWAY_CALLBACK_DELAY", 0.0),
+            gateway_seed=int(seed) if seed else None,
+            callback_tolerance_seconds=_int("ORDERSYS_CALLBACK_TOLERANCE", 300, minimum=1),
+            refund_max_attempts=_int("ORDERSYS_REFUND_MAX_ATTEMPTS", 5, minimum=1),
+            notify_channel=_str("ORDERSYS_NOTIFY_CHANNEL", "log"),
+            notify_max_attempts=_int("ORDERSYS_NOTIFY_MAX_ATTEMPTS", 5, minimum=1),
+            notify_templates_dir=Path(templates) if templates else None,
+            smtp_host=_str("ORDERSYS_SMTP_HOST", "127.0.0.1"),
+            smtp_port=_int("ORDERSYS_SMTP_PORT", 25, minimum=1),
+            smtp_tls=_str("ORDERSYS_SMTP_TLS", "false").lower() in ("1", "true", "yes"),
+            smtp_sender=_str("ORDERSYS_SMTP_SENDER", "orders@ordersys.local"),
+            smtp_username=env("ORDERSYS_SMTP_USERNAME") or None,
+            smtp_password=env("ORDERSYS_SMTP_PASSWORD") or None,
+            notify_webhook_url=env("ORDERSYS_NOTIFY_WEBHOOK_URL") or None,
+            notify_webhook_secret=_str("ORDERSYS_NOTIFY_WEBHOOK_SECRET", "ordersys-webhook-secret"),
+            operator_email=env("ORDERSYS_OPERATOR_EMAIL") or None,
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except Exception:
+            raise SettingsError(f"ORDERSYS_TIMEZONE={self.timezone!r} is not a known time zone") from None
+        try:
+            date.fromisoformat(self.kpi_start_date)
+        except ValueError:
+            raise SettingsError(
+                f"ORDERSYS_KPI_START_DATE={self.kpi_start_date!r} is not a date (YYYY-MM-DD)"
+            ) from None
+        for name in ("gateway_approval_rate", "gateway_refund_failure_rate", "gateway_duplicate_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise SettingsError(f"{name}={value} must lie between 0 and 1")
+
+    def as_table(self) -> list[tuple[str, str]]:
+        return [(f.name, str(getattr(self, f.name))) for f in fields(self)]
+
+
+def get_settings() -> Settings:
+    return Settings.from_env()

@@ -1,0 +1,122 @@
+"""Test fixtures on real services.
+
+Each test session (each xdist worker) creates its own PostgreSQL database and drops it at the
+end, uses its own SQLite file, and its own Redis key prefix, so parallel sessions never meet.
+Tables are emptied before each test that asks for a database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from ordersys_pipelines.db import migrate
+from ordersys_pipelines.db.engine import get_engine
+from ordersys_pipelines.db.schema import metadata
+from ordersys_pipelines.resources.redis import RedisResource, connect
+from ordersys_pipelines.settings import Settings
+
+PG_ADMIN_URL = os.environ.get("ORDERSYS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("ORDERSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+SESSION_ID = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    name = f"ordersys_test_{SESSION_ID}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url)
+    yield url
+    get_engine(url).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_database_url(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'ordersys.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+def empty_tables(url: str) -> None:
+    engine = get_engine(url)
+    tables = [t.name for t in reversed(metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture(params=["pg", "sqlite"])
+def db_url(request) -> str:
+    """An empty database on each backend in turn."""
+    url = request.getfixturevalue(f"{request.param}_database_url")
+    empty_tables(url)
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_database_url) -> str:
+    """An empty PostgreSQL database (for concurrency tests that need row locks)."""
+    empty_tables(pg_database_url)
+    return pg_database_url
+
+
+@pytest.fixture
+def sqlite_url(sqlite_database_url) -> str:
+    empty_tables(sqlite_database_url)
+    return sqlite_database_url
+
+
+@pytest.fixture
+def engine(db_url):
+    return get_engine(db_url)
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> Iterator[str]:
+    prefix = f"ordersys_test:{SESSION_ID}:"
+    yield prefix
+    client = connect(REDIS_URL)
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        client.delete(key)
+
+
+@pytest.fixture
+def redis_resource(redis_prefix) -> Iterator[RedisResource]:
+    """Redis on the real server under this session's key prefix, emptied before each test."""
+    resource = RedisResource(url=REDIS_URL, key_prefix=redis_prefix)
+    client = resource.client()
+    for key in client.scan_iter(match=f"{redis_prefix}*", count=1000):
+        client.delete(key)
+    yield resource
+
+
+@pytest.fixture
+def settings(db_url, redis_prefix, tmp_path, monkeypatch) -> Settings:
+    """Settings pointing at this test's database, Redis prefix and a private inbox."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    env = {
+        "ORDERSYS_DATABASE_URL": db_url,
+        "ORDERSYS_REDIS_URL": REDIS_URL,
+        "ORDERSYS_REDIS_PREFIX": redis_prefix,
+        "ORDERSYS_INBOX": str(inbox),
+        "ORDERSYS_GATEWAY_SEED": "7",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings.from_env()

@@ -1,0 +1,85 @@
+"""Schema, migrations, settings and resources."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from ordersys_pipelines.db import migrate
+from ordersys_pipelines.db.schema import products
+from ordersys_pipelines.resources.redis import RedisUnavailable, resolve_redis_url
+from ordersys_pipelines.settings import Settings, SettingsError
+
+TABLES = {
+    "customers", "products", "orders", "order_lines", "order_events", "import_files",
+    "import_rejects", "import_staging", "payment_callbacks", "gateway_calls", "refunds",
+    "refund_events", "notifications",
+}
+
+
+def test_upgrade_is_idempotent_and_creates_every_table(db_url):
+    migrate.upgrade(db_url)
+    migrate.upgrade(db_url)
+    assert TABLES <= set(migrate.table_names(db_url))
+    assert migrate.current_revision(db_url) is not None
+
+
+def test_reserved_can_never_exceed_stock(engine):
+    with engine.begin() as conn:
+        conn.execute(insert(products).values(sku="A", name="a", price_cents=100, stock=5, reserved=5))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(products.update().values(reserved=6))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(products.update().values(stock=-1, reserved=0))
+    with engine.connect() as conn:
+        assert conn.execute(select(products.c.stock, products.c.reserved)).one() == (5, 5)
+
+
+def test_settings_defaults(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in ("ORDERSYS_DATABASE_URL", "ORDERSYS_REDIS_URL", "ORDERSYS_INBOX", "ORDERSYS_CHUNK_ROWS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings.from_env()
+    assert settings.database_url == f"sqlite:///{tmp_path / '.ordersys' / 'ordersys.db'}"
+    assert settings.effective_redis_url == "redis://127.0.0.1:6379/0"
+    assert str(settings.inbox) == "data/inbox"
+    assert settings.chunk_rows == 50_000
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ORDERSYS_CHUNK_ROWS", "lots", "ORDERSYS_CHUNK_ROWS='lots' is not an integer"),
+        ("ORDERSYS_CHUNK_ROWS", "0", "must be at least 1"),
+        ("ORDERSYS_TIMEZONE", "Mars/Olympus", "not a known time zone"),
+        ("ORDERSYS_KPI_START_DATE", "2020-13-01", "is not a date"),
+    ],
+)
+def test_bad_settings_are_named(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env()
+
+
+def test_configured_redis_that_does_not_answer_is_an_error_naming_it(tmp_path):
+    url = "redis://127.0.0.1:1/0"
+    with pytest.raises(RedisUnavailable, match="redis://127.0.0.1:1/0"):
+        resolve_redis_url(url, "redis://127.0.0.1:6379/0", tmp_path)
+
+
+def test_unconfigured_redis_falls_back_to_an_embedded_server(tmp_path):
+    url = resolve_redis_url(None, "redis://127.0.0.1:1/0", tmp_path / "redis")
+    assert url.startswith("unix://")
+    from ordersys_pipelines.resources.redis import connect
+
+    client = connect(url)
+    client.set("k", "v")
+    assert client.get("k") == "v"
+    client.shutdown(nosave=True)
+
+
+def test_definitions_load():
+    from ordersys_pipelines.definitions import defs
+
+    assert defs.resolve_all_job_defs() is not None

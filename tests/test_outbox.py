@@ -1,0 +1,47 @@
+"""The outbox writes one notification per event, in the caller's transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from ordersys_pipelines.db.schema import customers, notifications, orders
+from ordersys_pipelines.domain.notifications.outbox import enqueue_for_orders
+
+
+def _order(conn) -> int:
+    customer_id = conn.execute(
+        insert(customers).values(email="ann@example.com", name="Ann").returning(customers.c.id)
+    ).scalar_one()
+    return conn.execute(
+        insert(orders)
+        .values(order_ref="O-1", customer_id=customer_id, order_date=datetime(2024, 1, 1), total_cents=500,
+                status="failed", status_reason="card declined")
+        .returning(orders.c.id)
+    ).scalar_one()
+
+
+def test_one_notification_per_order_and_type(engine):
+    with engine.begin() as conn:
+        order_id = _order(conn)
+        assert enqueue_for_orders(conn, "order_failed", [order_id]) == 1
+        assert enqueue_for_orders(conn, "order_failed", select(orders.c.id)) == 0
+    with engine.connect() as conn:
+        row = conn.execute(select(notifications)).one()
+    assert (row.type, row.recipient, row.reason, row.status) == ("order_failed", "ann@example.com", "card declined", "pending")
+    assert row.dedup_key == f"order:{order_id}:order_failed"
+
+
+def test_rolled_back_transaction_leaves_no_notification(engine):
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        enqueue_for_orders(conn, "order_confirmed", [_order(conn)])
+        raise RuntimeError("state change failed")
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(notifications)).scalar() == 0
+
+
+def test_unknown_type_is_refused(engine):
+    with engine.begin() as conn, pytest.raises(ValueError, match="order_shipped"):
+        enqueue_for_orders(conn, "order_teleported", [])
