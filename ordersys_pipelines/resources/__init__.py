@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ordersys_pipelines.resources.database import DatabaseResource
+from ordersys_pipelines.resources.payment_gateway import PaymentGatewayResource
 from ordersys_pipelines.resources.redis import RedisResource
 from ordersys_pipelines.settings import Settings
 
@@ -12,7 +13,16 @@ def build_resources(settings: Settings) -> dict:
     return {
         "database": DatabaseResource(url=settings.database_url),
         "redis": RedisResource(url=settings.effective_redis_url, key_prefix=settings.redis_key_prefix),
+        "gateway": PaymentGatewayResource(
+            secret=settings.gateway_secret,
+            approval_rate=settings.gateway_approval_rate,
+            callback_delay_seconds=settings.gateway_callback_delay_seconds,
+            duplicate_rate=settings.gateway_duplicate_rate,
+            refund_failure_rate=settings.gateway_refund_failure_rate,
+            seed=settings.gateway_seed,
+            callback_tolerance_seconds=settings.callback_tolerance_seconds,
+        ),
     }
 
 
-__all__ = ["DatabaseResource", "RedisResource", "build_resources"]
+__all__ = ["DatabaseResource", "PaymentGatewayResource", "RedisResource", "build_resources"]

@@ -1,0 +1,1 @@
+"""Payments: the gateway (simulated), signed callbacks and settlement."""

@@ -1,0 +1,33 @@
+"""The payment gateway as a Dagster resource (a simulator that keeps its state in the database)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ordersys_pipelines.domain.payments.config import DEFAULT_DECLINE_REASONS, GatewayConfig
+
+
+class PaymentGatewayResource(dg.ConfigurableResource):
+    """Simulated gateway: approves payments at `approval_rate`, answers with HMAC-signed
+    callbacks (some delivered twice), and fails refund calls at `refund_failure_rate`."""
+
+    secret: str
+    approval_rate: float = 0.97
+    decline_reasons: list[str] = list(DEFAULT_DECLINE_REASONS)
+    callback_delay_seconds: float = 0.0
+    duplicate_rate: float = 0.05
+    refund_failure_rate: float = 0.05
+    seed: int | None = None
+    callback_tolerance_seconds: int = 300
+
+    @property
+    def config(self) -> GatewayConfig:
+        return GatewayConfig(
+            secret=self.secret,
+            approval_rate=self.approval_rate,
+            decline_reasons=tuple(self.decline_reasons),
+            callback_delay_seconds=self.callback_delay_seconds,
+            duplicate_rate=self.duplicate_rate,
+            refund_failure_rate=self.refund_failure_rate,
+            seed=self.seed,
+        )
