@@ -26,8 +26,13 @@ test: venv
 lint: venv
 	$(BIN)/ruff check .
 
-ui: venv
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${PORT:-3000}
+ui: up
+
+up: venv
+	scripts/stack.sh up
+
+down:
+	scripts/stack.sh down
 
 bench: bench-import bench-workflow bench-analytics
 

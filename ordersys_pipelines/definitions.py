@@ -10,3 +10,8 @@ from ordersys_pipelines.settings import get_settings
 defs = dg.Definitions.merge(
     dg.Definitions(resources=build_resources(get_settings())),
 )
+
+
+def job_by_name(name: str) -> dg.JobDefinition:
+    """For re-executing a run in a fresh process (`ordersys runs reexecute`)."""
+    return defs.resolve_job_def(name)

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# `make up` / `make down`: the hands-free stack (dagster dev = webserver + daemon) on 127.0.0.1.
+#
+# The instance lives in $DAGSTER_HOME (default .dagster_home). With DAGSTER_PG_URL set it is the
+# production instance of ./dagster.yaml (PostgreSQL storage); otherwise a local SQLite instance
+# with the same run limits. Sensors and schedules start RUNNING (their default status), so a file
+# dropped into the inbox flows through every stage without a click.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+bin="$root/${VENV:-.venv}/bin"
+home=$(mkdir -p "${DAGSTER_HOME:-.dagster_home}" && cd "${DAGSTER_HOME:-.dagster_home}" && pwd)
+pidfile="$home/dagster-dev.pid"
+port=${PORT:-3000}
+
+write_instance() {
+  if [ -n "${DAGSTER_PG_URL:-}" ]; then
+    cp dagster.yaml "$home/dagster.yaml"
+  else
+    # The production file without its storage block: the instance keeps SQLite files in $home.
+    sed '/^storage:/,/^$/d' dagster.yaml > "$home/dagster.yaml"
+  fi
+}
+
+up() {
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "already running (pid $(cat "$pidfile")): http://127.0.0.1:$port"; return 0
+  fi
+  write_instance
+  mkdir -p "$root/.ordersys"
+  export DAGSTER_HOME="$home"
+  export ORDERSYS_DATABASE_URL="${ORDERSYS_DATABASE_URL:-sqlite:///$root/.ordersys/ordersys.db}"
+  export ORDERSYS_INBOX="${ORDERSYS_INBOX:-$root/data/inbox}"
+  mkdir -p "$ORDERSYS_INBOX"
+  if [ -z "${ORDERSYS_REDIS_URL:-}" ]; then
+    # Unconfigured: the default Redis when it answers, else the embedded one.
+    ORDERSYS_REDIS_URL=$("$bin/python" -c 'from pathlib import Path; from ordersys_pipelines.resources.redis import resolve_redis_url as r; print(r(None, "redis://127.0.0.1:6379/0", Path(".ordersys/redis")))')
+    export ORDERSYS_REDIS_URL
+  fi
+  "$bin/ordersys" db upgrade
+  # `dagster dev` announces that `dg dev` supersedes it; it is still the documented way to run
+  # webserver and daemon from a workspace.yaml, so exactly that notice is silenced.
+  export PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded"
+  # Started from $home so the instance's own dagster.yaml is the only one in sight.
+  # Its own session, so `down` can stop webserver, daemon and code servers as one group.
+  (cd "$home" && setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$pidfile" \
+      "$bin/dagster" dev -w "$root/workspace.yaml" -h 127.0.0.1 -p "$port" > "$home/dagster-dev.log" 2>&1 &)
+  sleep 0.5
+  for _ in $(seq 1 120); do
+    if curl -sf "http://127.0.0.1:$port/server_info" >/dev/null 2>&1; then
+      echo "ordersys is up: http://127.0.0.1:$port (inbox $ORDERSYS_INBOX, log $home/dagster-dev.log)"
+      return 0
+    fi
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -20 "$home/dagster-dev.log"; return 1; }
+    sleep 1
+  done
+  echo "the webserver did not answer within 120 s; see $home/dagster-dev.log"; return 1
+}
+
+down() {
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    pid=$(cat "$pidfile")
+    # SIGINT is what `dagster dev` handles as a clean shutdown of its children.
+    kill -INT -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    echo "stopped"
+  else
+    echo "not running"
+  fi
+  rm -f "$pidfile"
+}
+
+"${1:-up}"
