@@ -1,0 +1,1 @@
+"""Refunds: idempotent requests, gateway calls keyed by reference, batched processing."""

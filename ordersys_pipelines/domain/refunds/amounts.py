@@ -1,0 +1,31 @@
+"""Money as text ↔ integer cents, exactly (Decimal, never float)."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+
+class AmountError(ValueError):
+    """An amount that is not an exact number of cents."""
+
+
+def parse_amount(text: str) -> int:
+    """'12.50' → 1250. More than two decimals, non-numbers and non-finite values are errors;
+    the sign is kept (whether a negative amount is acceptable is the caller's rule)."""
+    try:
+        value = Decimal(text.strip())
+    except (InvalidOperation, AttributeError):
+        raise AmountError(f"amount {text!r} is not a number") from None
+    if not value.is_finite():
+        raise AmountError(f"amount {text!r} is not a finite number")
+    cents = value * 100
+    if cents != cents.to_integral_value():
+        raise AmountError(f"amount {text!r} has more than 2 decimals")
+    return int(cents)
+
+
+def format_cents(cents: int) -> str:
+    """1250 → '12.50', -5 → '-0.05'."""
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}{whole}.{part:02d}"
