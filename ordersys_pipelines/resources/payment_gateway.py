@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+from sqlalchemy import Connection
 
 from ordersys_pipelines.domain.payments.config import DEFAULT_DECLINE_REASONS, GatewayConfig
 
@@ -30,4 +31,13 @@ class PaymentGatewayResource(dg.ConfigurableResource):
             duplicate_rate=self.duplicate_rate,
             refund_failure_rate=self.refund_failure_rate,
             seed=self.seed,
+        )
+
+    def refund(self, conn: Connection, reference: str, payment_ref: str, amount_cents: int):
+        """Refund `amount_cents` of payment `payment_ref`; a repeated `reference` is recognised
+        and never paid out twice. Returns a RefundOutcome."""
+        from ordersys_pipelines.domain.refunds import gateway_refunds
+
+        return gateway_refunds.refund(
+            conn, self.config, reference=reference, payment_ref=payment_ref, amount_cents=amount_cents
         )
