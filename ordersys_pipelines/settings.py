@@ -71,6 +71,7 @@ class Settings:
     gateway_seed: int | None = None
     callback_tolerance_seconds: int = 300
     refund_max_attempts: int = 5
+    refund_backoff_seconds: int = 30
     notify_channel: str = "log"
     notify_max_attempts: int = 5
     notify_templates_dir: Path | None = None
@@ -118,6 +119,7 @@ class Settings:
             gateway_seed=int(seed) if seed else None,
             callback_tolerance_seconds=_int("ORDERSYS_CALLBACK_TOLERANCE", 300, minimum=1),
             refund_max_attempts=_int("ORDERSYS_REFUND_MAX_ATTEMPTS", 5, minimum=1),
+            refund_backoff_seconds=_int("ORDERSYS_REFUND_BACKOFF_SECONDS", 30),
             notify_channel=_str("ORDERSYS_NOTIFY_CHANNEL", "log"),
             notify_max_attempts=_int("ORDERSYS_NOTIFY_MAX_ATTEMPTS", 5, minimum=1),
             notify_templates_dir=Path(templates) if templates else None,
