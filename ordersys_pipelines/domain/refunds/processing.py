@@ -212,6 +212,14 @@ def record(
 ) -> None:
     """Record the gateway's answers for the refunds this run still holds."""
     now = utcnow()
+    # The orders first: two runs recording refunds of one order queue here, so the second
+    # computes the order's refund state with the first one's refunds committed.
+    conn.execute(
+        select(orders.c.id)
+        .where(orders.c.id.in_(sorted({i.order_id for i in items})))
+        .order_by(orders.c.id)
+        .with_for_update(key_share=True)
+    ).all()
     held = set(conn.execute(
         select(refunds.c.id)
         .where(refunds.c.id.in_([i.id for i in items]), refunds.c.claimed_by == claimant,
