@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ordersys_pipelines.cli import db, runs, status
+from ordersys_pipelines.cli import db, refunds, runs, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,3 +15,5 @@ def main() -> None:
 main.add_command(db.db)
 main.add_command(status.status)
 main.add_command(runs.runs)
+main.add_command(refunds.refund)
+main.add_command(refunds.refunds)
