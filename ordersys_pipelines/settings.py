@@ -9,6 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+NOTIFY_CHANNELS = ("log", "email", "webhook")
 
 
 def _default_database_url() -> str:
@@ -32,14 +33,17 @@ def _int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
-def _float(name: str, default: float) -> float:
+def _float(name: str, default: float, minimum: float | None = None) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}")
+    return value
 
 
 def _str(name: str, default: str) -> str:
@@ -74,6 +78,10 @@ class Settings:
     refund_backoff_seconds: int = 30
     notify_channel: str = "log"
     notify_max_attempts: int = 5
+    # Retry delay after the n-th failed attempt: backoff * 2**(n-1), at most an hour.
+    notify_backoff_seconds: float = 30.0
+    notify_batch_size: int = 200
+    notify_timeout_seconds: float = 10.0
     notify_templates_dir: Path | None = None
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
@@ -122,6 +130,9 @@ class Settings:
             refund_backoff_seconds=_int("ORDERSYS_REFUND_BACKOFF_SECONDS", 30),
             notify_channel=_str("ORDERSYS_NOTIFY_CHANNEL", "log"),
             notify_max_attempts=_int("ORDERSYS_NOTIFY_MAX_ATTEMPTS", 5, minimum=1),
+            notify_backoff_seconds=_float("ORDERSYS_NOTIFY_BACKOFF_SECONDS", 30.0, minimum=0),
+            notify_batch_size=_int("ORDERSYS_NOTIFY_BATCH_SIZE", 200, minimum=1),
+            notify_timeout_seconds=_float("ORDERSYS_NOTIFY_TIMEOUT", 10.0, minimum=0.1),
             notify_templates_dir=Path(templates) if templates else None,
             smtp_host=_str("ORDERSYS_SMTP_HOST", "127.0.0.1"),
             smtp_port=_int("ORDERSYS_SMTP_PORT", 25, minimum=1),
@@ -151,6 +162,12 @@ class Settings:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise SettingsError(f"{name}={value} must lie between 0 and 1")
+        if self.notify_channel not in NOTIFY_CHANNELS:
+            raise SettingsError(
+                f"ORDERSYS_NOTIFY_CHANNEL={self.notify_channel!r} is not a channel; valid: {', '.join(NOTIFY_CHANNELS)}"
+            )
+        if self.notify_channel == "webhook" and not self.notify_webhook_url:
+            raise SettingsError("ORDERSYS_NOTIFY_CHANNEL=webhook needs ORDERSYS_NOTIFY_WEBHOOK_URL")
 
     def as_table(self) -> list[tuple[str, str]]:
         return [(f.name, str(getattr(self, f.name))) for f in fields(self)]

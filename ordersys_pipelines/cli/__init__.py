@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ordersys_pipelines.cli import db, refunds, runs, status
+from ordersys_pipelines.cli import db, notifications, refunds, runs, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,3 +17,4 @@ main.add_command(status.status)
 main.add_command(runs.runs)
 main.add_command(refunds.refund)
 main.add_command(refunds.refunds)
+main.add_command(notifications.notifications)

@@ -27,7 +27,10 @@ def get_engine(url: str) -> Engine:
         # instead, so concurrent writers queue on busy_timeout rather than deadlock.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # Server-side defaults (CURRENT_TIMESTAMP) land in naive columns in the session's time
+    # zone; pin it to UTC so they agree with utcnow() whatever the server's default zone is.
+    connect_args = {"options": "-c timezone=UTC"} if parsed.get_backend_name() == "postgresql" else {}
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

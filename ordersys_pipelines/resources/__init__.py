@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ordersys_pipelines.resources.database import DatabaseResource
+from ordersys_pipelines.resources.notifier import NotifierResource
 from ordersys_pipelines.resources.payment_gateway import PaymentGatewayResource
 from ordersys_pipelines.resources.redis import RedisResource
 from ordersys_pipelines.settings import Settings
@@ -22,7 +23,8 @@ def build_resources(settings: Settings) -> dict:
             seed=settings.gateway_seed,
             callback_tolerance_seconds=settings.callback_tolerance_seconds,
         ),
+        "notifier": NotifierResource.from_settings(settings),
     }
 
 
-__all__ = ["DatabaseResource", "PaymentGatewayResource", "RedisResource", "build_resources"]
+__all__ = ["DatabaseResource", "NotifierResource", "PaymentGatewayResource", "RedisResource", "build_resources"]

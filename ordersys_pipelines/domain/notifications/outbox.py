@@ -61,10 +61,15 @@ def enqueue_for_orders(conn: Connection, notification_type: str, order_ids: Iter
 
 
 def enqueue_for_refunds(conn: Connection, notification_type: str, refund_ids: Iterable[int] | Select) -> int:
-    """One notification of `notification_type` per refund (reason: the refund's last error or
-    reason). Returns rows added."""
+    """One notification of `notification_type` per refund (reason: for a failed refund its last
+    error, else its reason; a processed refund's reason is the request's, not an error of an
+    attempt that was retried). Returns rows added."""
     if notification_type not in REFUND_TYPES:
         raise ValueError(f"unknown refund notification type {notification_type!r}; valid: {REFUND_TYPES}")
+    reason = (
+        refunds.c.reason if notification_type == "refund_processed"
+        else func.coalesce(refunds.c.last_error, refunds.c.reason)
+    )
 
     source = (
         select(
@@ -73,7 +78,7 @@ def enqueue_for_refunds(conn: Connection, notification_type: str, refund_ids: It
             orders.c.customer_id,
             literal(notification_type).label("type"),
             customers.c.email,
-            func.coalesce(refunds.c.last_error, refunds.c.reason),
+            reason,
             (literal("refund:") + cast(refunds.c.id, String) + literal(f":{notification_type}")).label("dedup_key"),
         )
         .join(orders, orders.c.id == refunds.c.order_id)

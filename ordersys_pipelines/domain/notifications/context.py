@@ -1,0 +1,181 @@
+"""What a notification is about, loaded for a whole batch at once, and the template context.
+
+Two queries serve a batch of any size: the notifications with their order, customer and refund,
+and the lines of all their orders.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from ordersys_pipelines.db.schema import customers, notifications, order_lines, orders, products, refunds
+from ordersys_pipelines.domain.notifications.money import format_cents
+from ordersys_pipelines.domain.notifications.outbox import REFUND_TYPES
+from ordersys_pipelines.domain.notifications.templates import Rendered
+
+
+@dataclass(frozen=True)
+class Line:
+    sku: str
+    name: str
+    quantity: int
+    unit_price_cents: int
+
+    @property
+    def total_cents(self) -> int:
+        return self.quantity * self.unit_price_cents
+
+
+@dataclass
+class NotificationRow:
+    id: int
+    type: str
+    dedup_key: str
+    attempts: int
+    channel: str | None
+    recipient: str | None
+    reason: str | None
+    subject: str | None
+    body: str | None
+    payload: str | None
+    created_at: datetime
+    order_id: int | None
+    order_ref: str | None
+    order_date: datetime | None
+    order_status: str | None
+    total_cents: int | None
+    customer_name: str | None
+    customer_email: str | None
+    customer_ref: str | None
+    customer_channel: str | None
+    refund_id: int | None
+    refund_reference: str | None
+    refund_amount_cents: int | None
+    refund_type: str | None
+    lines: list[Line] = field(default_factory=list)
+
+    @property
+    def rendered(self) -> bool:
+        return self.subject is not None and self.body is not None
+
+
+def load_rows(conn: Connection, ids: Iterable[int]) -> list[NotificationRow]:
+    """The notifications `ids` (in id order) with their order, customer and refund; no lines."""
+    n = notifications.c
+    query = (
+        select(
+            n.id, n.type, n.dedup_key, n.attempts, n.channel, n.recipient, n.reason, n.subject, n.body,
+            n.payload, n.created_at, n.order_id, orders.c.order_ref, orders.c.order_date,
+            orders.c.status.label("order_status"), orders.c.total_cents,
+            customers.c.name.label("customer_name"), customers.c.email.label("customer_email"),
+            customers.c.customer_ref, customers.c.notify_channel.label("customer_channel"),
+            n.refund_id, refunds.c.reference.label("refund_reference"),
+            refunds.c.amount_cents.label("refund_amount_cents"), refunds.c.type.label("refund_type"),
+        )
+        .select_from(notifications)
+        .outerjoin(orders, orders.c.id == n.order_id)
+        .outerjoin(customers, customers.c.id == n.customer_id)
+        .outerjoin(refunds, refunds.c.id == n.refund_id)
+        .where(n.id.in_(list(ids)))
+        .order_by(n.id)
+    )
+    return [NotificationRow(**row._mapping) for row in conn.execute(query)]
+
+
+def attach_lines(conn: Connection, rows: list[NotificationRow]) -> None:
+    """Load the order lines of every row's order in one query."""
+    order_ids = sorted({row.order_id for row in rows if row.order_id is not None})
+    if not order_ids:
+        return
+    query = (
+        select(order_lines.c.order_id, products.c.sku, products.c.name, order_lines.c.quantity,
+               order_lines.c.unit_price_cents)
+        .join(products, products.c.id == order_lines.c.product_id)
+        .where(order_lines.c.order_id.in_(order_ids))
+        .order_by(order_lines.c.order_id, order_lines.c.line_no)
+    )
+    by_order: dict[int, list[Line]] = defaultdict(list)
+    for order_id, sku, name, quantity, unit_price in conn.execute(query):
+        by_order[order_id].append(Line(sku, name, quantity, unit_price))
+    for row in rows:
+        row.lines = by_order.get(row.order_id, [])
+
+
+def template_context(row: NotificationRow, currency: str) -> dict[str, Any]:
+    """The fields a template may use. Refund fields exist only for refund notifications, so a
+    refund field in an order template is a missing-field error rather than an empty value."""
+
+    def money(cents: int | None) -> str | None:
+        return None if cents is None else format_cents(cents, currency)
+
+    context: dict[str, Any] = {
+        "type": row.type,
+        "notification_id": row.id,
+        "currency": currency,
+        "order_ref": row.order_ref,
+        "order_date": row.order_date.date().isoformat() if row.order_date else None,
+        "order_status": row.order_status,
+        "customer_name": row.customer_name or row.customer_email or row.customer_ref or "customer",
+        "customer_email": row.customer_email,
+        "total": money(row.total_cents),
+        "total_cents": row.total_cents,
+        "lines": [
+            {
+                "sku": line.sku,
+                "name": line.name,
+                "quantity": line.quantity,
+                "unit_price": money(line.unit_price_cents),
+                "unit_price_cents": line.unit_price_cents,
+                "line_total": money(line.total_cents),
+                "line_total_cents": line.total_cents,
+            }
+            for line in row.lines
+        ],
+        "reason": row.reason,
+    }
+    if row.type in REFUND_TYPES:
+        context.update(
+            refund_reference=row.refund_reference,
+            refund_amount=money(row.refund_amount_cents),
+            refund_amount_cents=row.refund_amount_cents,
+            refund_type=row.refund_type,
+        )
+    return context
+
+
+def payload(row: NotificationRow, context: dict[str, Any], rendered: Rendered) -> str:
+    """The JSON document a webhook receives (and the record of what was said)."""
+    document = {
+        "event_id": row.dedup_key,
+        "notification_id": row.id,
+        "type": row.type,
+        "created_at": row.created_at.isoformat() + "Z",
+        "order": {
+            "ref": row.order_ref,
+            "date": context["order_date"],
+            "status": row.order_status,
+            "total_cents": row.total_cents,
+            "currency": context["currency"],
+            "lines": [
+                {key: line[key] for key in ("sku", "name", "quantity", "unit_price_cents", "line_total_cents")}
+                for line in context["lines"]
+            ],
+        },
+        "customer": {"name": row.customer_name, "email": row.customer_email},
+        "refund": (
+            {"reference": row.refund_reference, "amount_cents": row.refund_amount_cents, "type": row.refund_type}
+            if row.refund_id is not None
+            else None
+        ),
+        "reason": row.reason,
+        "subject": rendered.subject,
+        "body": rendered.body,
+    }
+    return json.dumps(document, ensure_ascii=False, sort_keys=True)

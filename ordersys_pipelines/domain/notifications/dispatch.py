@@ -1,0 +1,280 @@
+"""Sending due notifications: claim, render, commit, send, mark.
+
+1. In one transaction: claim a batch of due notifications (claims.claim: FOR UPDATE SKIP LOCKED
+   on PostgreSQL, plus a lease), load what they are about with two queries, render the ones not
+   rendered yet, store subject/body/payload/channel and mark them `sending`. COMMIT.
+2. Send outside any transaction (the workflow's transactions are long gone; ours is committed).
+3. Mark the outcome in small groups: `sent` (sent_at), back to `pending` with exponential backoff
+   (attempts + 1, next_attempt_at), or `failed` with the last error once the attempts reach
+   ORDERSYS_NOTIFY_MAX_ATTEMPTS or the receiving server refused for good. Each group also
+   renews the lease on the rest of the batch, and only rows still claimed by this run are sent.
+
+Overlapping runs never send the same notification: a row is claimed by one run at a time, and a
+claim is only taken over once its lease has lapsed. The at-least-once edge: a run that dies
+after sending but before its group of marks commits leaves those rows `sending`; when the lease
+expires another run takes them and sends them again. At most one unmarked group (FLUSH_EVERY
+messages or FLUSH_SECONDS of sending) is affected; webhook receivers get an `Idempotency-Key`
+and e-mails an `X-Ordersys-Event` header to recognise such a repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, Connection, Engine, and_, bindparam, func, or_, select, update
+
+from ordersys_pipelines.db.engine import utcnow
+from ordersys_pipelines.db.schema import notifications
+from ordersys_pipelines.domain.claims import claim, claimable
+from ordersys_pipelines.domain.notifications.channels import (
+    Channels,
+    Message,
+    PermanentError,
+    TransientError,
+)
+from ordersys_pipelines.domain.notifications.config import NotifierConfig
+from ordersys_pipelines.domain.notifications.context import (
+    NotificationRow,
+    attach_lines,
+    load_rows,
+    payload,
+    template_context,
+)
+from ordersys_pipelines.domain.notifications.templates import TemplateRenderError, render
+
+OUTCOMES = ("sent", "retried", "failed")
+FLUSH_EVERY = 50
+FLUSH_SECONDS = 1.0
+MAX_ERROR_CHARS = 2000
+n = notifications.c
+log = logging.getLogger("ordersys.notifications.dispatch")
+
+
+@dataclass
+class DispatchResult:
+    """What one or more batches did: counts per (type, channel, outcome)."""
+
+    counts: Counter = field(default_factory=Counter)
+    claimed: int = 0
+    batches: int = 0
+    lost: int = 0  # claims that lapsed and went to another run before they were sent
+    seconds: float = 0.0
+    errors: list[tuple[int, str, str]] = field(default_factory=list)  # (id, outcome, error), a sample
+
+    def count(self, outcome: str) -> int:
+        return sum(v for (_, _, o), v in self.counts.items() if o == outcome)
+
+    @property
+    def sent(self) -> int:
+        return self.count("sent")
+
+    @property
+    def retried(self) -> int:
+        return self.count("retried")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    def record(self, notification_type: str, channel: str, outcome: str, nid: int, error: str | None) -> None:
+        self.counts[(notification_type, channel, outcome)] += 1
+        if error and len(self.errors) < 20:
+            self.errors.append((nid, outcome, error))
+
+    def merge(self, other: DispatchResult) -> None:
+        self.counts.update(other.counts)
+        self.claimed += other.claimed
+        self.batches += other.batches
+        self.lost += other.lost
+        self.errors.extend(other.errors[: max(0, 20 - len(self.errors))])
+
+    def rows(self) -> list[tuple[str, str, int, int, int]]:
+        """(type, channel, sent, retried, failed), sorted."""
+        keys = sorted({(t, c) for t, c, _ in self.counts})
+        return [(t, c, *(self.counts[(t, c, o)] for o in OUTCOMES)) for t, c in keys]
+
+    def markdown(self) -> str:
+        lines = ["| type | channel | sent | retried | failed |", "| --- | --- | ---: | ---: | ---: |"]
+        lines += [f"| {t} | {c} | {s} | {r} | {f} |" for t, c, s, r, f in self.rows()]
+        lines.append(f"| **total** | | {self.sent} | {self.retried} | {self.failed} |")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Mark:
+    nid: int
+    new_status: str
+    new_attempts: int
+    error: str | None
+    next_at: datetime
+    sent: datetime | None
+
+
+@dataclass
+class _Ready:
+    row: NotificationRow
+    channel: str
+    message: Message
+
+
+def due_clause(now: datetime) -> ColumnElement[bool]:
+    """Pending and due, or left `sending` by a run (claimable only once its lease lapsed)."""
+    return or_(and_(n.status == "pending", n.next_attempt_at <= now), n.status == "sending")
+
+
+def due_summary(conn: Connection, now: datetime | None = None) -> tuple[int, int | None, datetime | None]:
+    """(count, highest id, latest next_attempt_at) of the notifications a dispatch would take now."""
+    now = now or utcnow()
+    query = select(func.count(), func.max(n.id), func.max(n.next_attempt_at)).where(
+        due_clause(now), claimable(notifications)
+    )
+    count, max_id, latest = conn.execute(query).one()
+    return count, max_id, latest
+
+
+def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, limit: int | None = None) -> DispatchResult:
+    """Claim, render, send and mark one batch (up to `limit`, default config.batch_size)."""
+    started = time.monotonic()
+    result = DispatchResult()
+    with engine.begin() as conn:
+        ids = claim(conn, notifications, where=due_clause(utcnow()), order_by=[n.next_attempt_at, n.id],
+                    limit=limit or config.batch_size, claimant=claimant, lease_seconds=config.lease_seconds)
+        if not ids:
+            return result
+        ready, broken = _prepare(conn, ids, config)
+        if ready:
+            conn.execute(
+                update(notifications)
+                .where(n.id == bindparam("nid"))
+                .values(status="sending", channel=bindparam("ch"), subject=bindparam("subj"),
+                        body=bindparam("text"), payload=bindparam("doc")),
+                [{"nid": r.row.id, "ch": r.channel, "subj": r.message.subject, "text": r.message.body,
+                  "doc": r.message.payload} for r in ready],
+            )
+        marks = []
+        for row, channel, error in broken:
+            marks.append(_outcome(row, PermanentError(error), config, utcnow()))
+            result.record(row.type, channel, "failed", row.id, error)
+        _write_marks(conn, marks, claimant)
+    result.claimed, result.batches = len(ids), 1
+    _send(engine, config, claimant, ready, result)
+    result.seconds = time.monotonic() - started
+    log.info("dispatched %d notifications: %d sent, %d retried, %d failed", result.claimed,
+             result.sent, result.retried, result.failed)
+    return result
+
+
+def dispatch_pending(
+    engine: Engine, config: NotifierConfig, *, claimant: str, max_batches: int | None = None,
+    limit: int | None = None,
+) -> DispatchResult:
+    """Dispatch batch after batch until nothing is due (or `max_batches` were done)."""
+    started = time.monotonic()
+    total = DispatchResult()
+    while max_batches is None or total.batches < max_batches:
+        result = dispatch_batch(engine, config, claimant=claimant, limit=limit)
+        if not result.claimed:
+            break
+        total.merge(result)
+    total.seconds = time.monotonic() - started
+    return total
+
+
+def resolve_channel(row: NotificationRow, config: NotifierConfig) -> str:
+    """The row's channel once chosen; else the customer's override; else the setting."""
+    return row.channel or row.customer_channel or config.channel
+
+
+def _prepare(conn: Connection, ids: list[int], config: NotifierConfig):
+    rows = load_rows(conn, ids)
+    attach_lines(conn, [row for row in rows if not row.rendered])
+    ready: list[_Ready] = []
+    broken: list[tuple[NotificationRow, str, str]] = []
+    for row in rows:
+        channel = resolve_channel(row, config)
+        if not row.rendered:
+            context = template_context(row, config.currency)
+            try:
+                rendered = render(row.type, context, config.templates_dir)
+            except TemplateRenderError as exc:
+                log.error("notification %d: %s", row.id, exc)
+                broken.append((row, channel, str(exc)))
+                continue
+            row.subject, row.body = rendered.subject, rendered.body
+            row.payload = payload(row, context, rendered)
+        message = Message(
+            notification_id=row.id, event_id=row.dedup_key, type=row.type, recipient=row.recipient,
+            recipient_name=row.customer_name, subject=row.subject, body=row.body, payload=row.payload,
+        )
+        ready.append(_Ready(row, channel, message))
+    return ready, broken
+
+
+def _send(engine: Engine, config: NotifierConfig, claimant: str, ready: list[_Ready], result: DispatchResult) -> None:
+    marks: list[_Mark] = []
+    ours: set[int] | None = None  # None: the whole batch, as claimed
+    last_flush = time.monotonic()
+    with Channels(config) as channels:
+        for item in sorted(ready, key=lambda r: (r.channel, r.row.id)):  # one SMTP session per batch
+            if marks and (len(marks) >= FLUSH_EVERY or time.monotonic() - last_flush >= FLUSH_SECONDS):
+                ours = _flush(engine, marks, claimant, config)
+                marks, last_flush = [], time.monotonic()
+            if ours is not None and item.row.id not in ours:
+                result.lost += 1
+                continue
+            try:
+                channels.send(item.channel, item.message)
+                error = None
+            except (TransientError, PermanentError) as exc:
+                error = exc
+            mark = _outcome(item.row, error, config, utcnow())
+            outcome = "sent" if mark.new_status == "sent" else (
+                "retried" if mark.new_status == "pending" else "failed")
+            result.record(item.row.type, item.channel, outcome, item.row.id, mark.error)
+            marks.append(mark)
+    if marks:
+        _flush(engine, marks, claimant, config)
+
+
+def _outcome(row: NotificationRow, error: Exception | None, config: NotifierConfig, now: datetime) -> _Mark:
+    attempts = row.attempts + 1
+    if error is None:
+        return _Mark(row.id, "sent", attempts, None, now, now)
+    message = str(error)[:MAX_ERROR_CHARS]
+    if isinstance(error, TransientError) and attempts < config.max_attempts:
+        return _Mark(row.id, "pending", attempts, message, now + timedelta(seconds=config.backoff(attempts)), None)
+    if isinstance(error, TransientError):
+        message = f"gave up after {attempts} attempts: {message}"
+    return _Mark(row.id, "failed", attempts, message, now, None)
+
+
+def _flush(engine: Engine, marks: list[_Mark], claimant: str, config: NotifierConfig) -> set[int]:
+    """Write `marks` and renew the lease on the rest of the batch; returns the ids still ours."""
+    with engine.begin() as conn:
+        _write_marks(conn, marks, claimant)
+        renewed = conn.execute(
+            update(notifications)
+            .where(n.claimed_by == claimant, n.status == "sending")
+            .values(claim_expires_at=utcnow() + timedelta(seconds=config.lease_seconds))
+            .returning(n.id)
+        ).scalars()
+        return set(renewed)
+
+
+def _write_marks(conn: Connection, marks: list[_Mark], claimant: str) -> None:
+    if not marks:
+        return
+    conn.execute(
+        update(notifications)
+        # Only while this run still holds the claim: a lapsed claim belongs to whoever took it.
+        .where(n.id == bindparam("nid"), n.claimed_by == claimant)
+        .values(status=bindparam("new_status"), attempts=bindparam("new_attempts"),
+                last_error=func.coalesce(bindparam("error"), n.last_error),
+                next_attempt_at=bindparam("next_at"), sent_at=bindparam("sent"),
+                claimed_by=None, claim_expires_at=None),
+        [mark.__dict__ for mark in marks],
+    )

@@ -1,0 +1,127 @@
+"""Rendering notifications from Jinja2 templates.
+
+One template per notification type, `<type>.j2`, with a `subject` and a `body` block. The
+packaged templates live next to this module; a file of the same name in the templates folder
+setting (ORDERSYS_NOTIFY_TEMPLATES) overrides one. Undefined fields are errors
+(StrictUndefined): a template that uses a field the context does not have fails with a
+TemplateRenderError naming the template and the field, instead of sending a hole to a customer.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ordersys_pipelines.domain.notifications.money import format_cents
+
+PACKAGED_TEMPLATES = Path(__file__).with_name("templates")
+BLOCKS = ("subject", "body")
+
+_MISSING_PATTERNS = (
+    re.compile(r"'(?P<field>[^']+)' is undefined"),
+    re.compile(r"has no attribute '(?P<field>[^']+)'"),
+    re.compile(r"has no element (?P<field>.+)$"),
+)
+
+
+class TemplateRenderError(Exception):
+    """A notification template that cannot be rendered: names the template and the field."""
+
+    def __init__(
+        self, template: str, message: str, field: str | None = None, line: int | None = None,
+        source: str | None = None,
+    ):
+        self.template = template
+        self.field = field
+        self.line = line
+        where = f"template {template!r}"
+        if source and source != template:
+            where += f" (in {source!r}" + (f" line {line})" if line else ")")
+        elif line:
+            where += f" line {line}"
+        what = f"missing field {field!r} ({message})" if field else message
+        super().__init__(f"{where}: {what}")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    body: str
+
+
+@jinja2.pass_context
+def _money(context, cents: int) -> str:
+    return format_cents(cents, context["currency"])
+
+
+@functools.lru_cache(maxsize=8)
+def environment(templates_dir: str | None = None) -> jinja2.Environment:
+    """The template environment: the override folder first, then the packaged templates."""
+    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(PACKAGED_TEMPLATES))]
+    if templates_dir:
+        loaders.insert(0, jinja2.FileSystemLoader(templates_dir))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # plain-text messages
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["money"] = _money
+    return env
+
+
+def template_name(notification_type: str) -> str:
+    return f"{notification_type}.j2"
+
+
+def render(notification_type: str, context: dict[str, Any], templates_dir: str | None = None) -> Rendered:
+    """Subject (one line) and body of `notification_type` for `context`."""
+    name = template_name(notification_type)
+    env = environment(templates_dir)
+    try:
+        template = env.get_template(name)
+    except jinja2.TemplateNotFound:
+        searched = [templates_dir] if templates_dir else []
+        raise TemplateRenderError(
+            name, f"no such template in {', '.join([*searched, str(PACKAGED_TEMPLATES)])}"
+        ) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateRenderError(exc.name or name, f"syntax error: {exc.message}", line=exc.lineno) from None
+    missing = [block for block in BLOCKS if block not in template.blocks]
+    if missing:
+        raise TemplateRenderError(name, f"has no {' or '.join(missing)} block")
+    parts = {}
+    for block in BLOCKS:
+        try:
+            parts[block] = "".join(template.blocks[block](template.new_context(context)))
+        except jinja2.UndefinedError as exc:
+            raise _undefined_error(name, template, exc) from None
+        except jinja2.TemplateError as exc:
+            raise TemplateRenderError(name, str(exc)) from None
+    # A header is one line; stray template newlines would make an invalid (or injected) header.
+    subject = " ".join(parts["subject"].split())
+    if not subject:
+        raise TemplateRenderError(name, "the subject block renders empty")
+    return Rendered(subject=subject, body=parts["body"].strip() + "\n")
+
+
+def _undefined_error(name: str, template: jinja2.Template, exc: jinja2.UndefinedError) -> TemplateRenderError:
+    message = str(exc)
+    field = next((m.group("field") for p in _MISSING_PATTERNS if (m := p.search(message))), None)
+    # Frames of compiled template code know their template, which maps code lines to template
+    # lines; the innermost such frame is where the field is used (the template or an include).
+    source = line = None
+    traceback = exc.__traceback__
+    while traceback is not None:
+        frame_template = traceback.tb_frame.f_globals.get("__jinja_template__")
+        if frame_template is not None:
+            source = frame_template.name
+            line = frame_template.get_corresponding_lineno(traceback.tb_lineno)
+        traceback = traceback.tb_next
+    return TemplateRenderError(name, message, field=field, line=line, source=source)

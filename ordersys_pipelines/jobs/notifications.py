@@ -1,0 +1,55 @@
+"""`notification_dispatch`: send due customer notifications in batches (one op, thin shell)."""
+
+import dagster as dg
+
+from ordersys_pipelines.domain.notifications.dispatch import dispatch_pending
+from ordersys_pipelines.resources.database import DatabaseResource
+from ordersys_pipelines.resources.notifier import NotifierResource
+
+STAGE_TAGS = {"ordersys/stage": "notifications"}
+
+
+class DispatchConfig(dg.Config):
+    batch_size: int | None = None  # default: ORDERSYS_NOTIFY_BATCH_SIZE
+    max_batches: int = 50  # bounds one run; the sensor starts another for what is left
+
+
+@dg.op(
+    description="Claim due notifications in batches, render them, send them through their channel "
+    "and record sent / retried / failed per type and channel.",
+    tags={"dagster/kind/python": ""},
+    out=dg.Out(dg.Nothing),
+)
+def dispatch_notifications(
+    context: dg.OpExecutionContext, config: DispatchConfig, database: DatabaseResource, notifier: NotifierResource
+):
+    result = dispatch_pending(
+        database.engine, notifier.config, claimant=f"run:{context.run_id}:{context.op_handle}",
+        max_batches=config.max_batches, limit=config.batch_size,
+    )
+    if result.failed:
+        context.log.warning(f"{result.failed} notifications failed; e.g. {result.errors[:3]}")
+    errors = "\n".join(f"| {nid} | {outcome} | {error.replace('|', '/')[:200]} |" for nid, outcome, error in result.errors)
+    metadata = {
+        "claimed": result.claimed,
+        "sent": result.sent,
+        "retried": result.retried,
+        "failed": result.failed,
+        "lost_claims": result.lost,
+        "batches": result.batches,
+        "seconds": round(result.seconds, 3),
+        "notifications_per_second": round(result.claimed / result.seconds, 1) if result.seconds else 0.0,
+        "by_type_and_channel": dg.MetadataValue.md(result.markdown()),
+    }
+    if errors:
+        metadata["errors"] = dg.MetadataValue.md("| id | outcome | error |\n| ---: | --- | --- |\n" + errors)
+    return dg.Output(None, metadata=metadata)
+
+
+@dg.job(
+    description="Send pending customer notifications through the configured channels, with retries "
+    "and exponential backoff; started by `notification_dispatch_sensor` when some are due.",
+    tags=STAGE_TAGS,
+)
+def notification_dispatch():
+    dispatch_notifications()

@@ -1,0 +1,73 @@
+"""`notification_dispatch_sensor`: starts `notification_dispatch` when notifications are due.
+
+The sensor only looks (one aggregate query). The run key is derived from the due work (count,
+highest id, latest due time), so a repeated tick over the same work launches nothing twice;
+while a dispatch run is queued or running, the sensor waits for it. Work that stays due with
+the same fingerprint after a run ended (a run that died before claiming) is requested again
+once a claim lease has passed, under a new run key.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the resource annotations.
+import json
+import math
+import time
+
+import dagster as dg
+
+from ordersys_pipelines.domain.notifications.dispatch import due_summary
+from ordersys_pipelines.jobs.notifications import dispatch_notifications, notification_dispatch
+from ordersys_pipelines.resources.database import DatabaseResource
+from ordersys_pipelines.resources.notifier import NotifierResource
+
+MAX_BATCHES_PER_RUN = 50
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+@dg.sensor(
+    name="notification_dispatch_sensor",
+    # By name: with `target=<job>`, Definitions re-creates the sensor to bind the job's
+    # resources and Dagster 1.13.27 then warns that the (unset) beta `owners` parameter is used.
+    job_name=notification_dispatch.name,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts notification_dispatch when pending notifications are due (in batches).",
+)
+def notification_dispatch_sensor(
+    context: dg.SensorEvaluationContext, database: DatabaseResource, notifier: NotifierResource
+):
+    with database.engine.connect() as conn:
+        count, max_id, latest = due_summary(conn)
+    if not count:
+        return dg.SkipReason("no notifications due")
+    in_flight = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=notification_dispatch.name, statuses=IN_FLIGHT), limit=1
+    )
+    if in_flight:
+        return dg.SkipReason(f"{count} notifications due; dispatch run {in_flight[0].run_id} is in flight")
+    fingerprint = f"{max_id}-{count}-{latest:%Y%m%dT%H%M%S%f}"
+    previous = json.loads(context.cursor) if context.cursor else {}
+    now = time.time()
+    repeat = 0
+    if previous.get("fingerprint") == fingerprint:
+        if now - previous["requested_at"] < notifier.lease_seconds:
+            return dg.SkipReason(f"{count} notifications due, already requested (run key {previous['run_key']})")
+        repeat = previous.get("repeat", 0) + 1
+    run_key = f"notifications:{fingerprint}:{repeat}"
+    batches = min(math.ceil(count / notifier.batch_size), MAX_BATCHES_PER_RUN)
+    request = dg.RunRequest(
+        run_key=run_key,
+        run_config={"ops": {dispatch_notifications.name: {"config": {
+            "batch_size": notifier.batch_size, "max_batches": batches}}}},
+        tags={"ordersys/due": str(count)},
+    )
+    cursor = {"fingerprint": fingerprint, "requested_at": now, "repeat": repeat, "run_key": run_key,
+              "max_id": max_id}
+    return dg.SensorResult(run_requests=[request], cursor=json.dumps(cursor))
+
+
+defs = dg.Definitions(jobs=[notification_dispatch], sensors=[notification_dispatch_sensor])
