@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from ordersys_pipelines.resources import build_resources
-from ordersys_pipelines.sensors import refunds as refunds_area
 from ordersys_pipelines.sensors import notifications as notifications_area
+from ordersys_pipelines.sensors import refunds as refunds_area
 from ordersys_pipelines.settings import get_settings
 
 defs = dg.Definitions.merge(
