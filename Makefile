@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv demo test lint ui up down bench bench-import bench-workflow bench-analytics clean
+.PHONY: venv demo test lint ui up down bench bench-import bench-workflow bench-analytics bench-notifications clean
 
 venv: $(STAMP)
 
@@ -34,7 +34,7 @@ up: venv
 down:
 	scripts/stack.sh down
 
-bench: bench-import bench-workflow bench-analytics
+bench: bench-import bench-workflow bench-analytics bench-notifications
 
 bench-import: venv
 	$(BIN)/python bench/import_bench.py
@@ -44,6 +44,9 @@ bench-workflow: venv
 
 bench-analytics: venv
 	$(BIN)/python bench/analytics_bench.py
+
+bench-notifications: venv
+	$(BIN)/python bench/notifications_bench.py
 
 clean:
 	rm -rf .ordersys data .dagster_home

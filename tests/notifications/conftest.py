@@ -46,7 +46,10 @@ def webhook_server():
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            request = {"path": self.path, "headers": dict(self.headers), "body": body}
+            state.requests.append(request)
+            if state.on_request:
+                state.on_request(request)
             status, text = state.statuses.pop(0) if state.statuses else (200, json.dumps({"ok": True}))
             data = text.encode()
             self.send_response(status)

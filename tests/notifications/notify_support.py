@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes, policy
@@ -152,6 +153,7 @@ class WebhookServer:
     url: str
     requests: list[dict] = field(default_factory=list)
     statuses: list[tuple[int, str]] = field(default_factory=list)  # responses to give, then 200
+    on_request: Callable[[dict], None] | None = None  # runs before the response is given
 
 
 def make_config(**overrides) -> NotifierConfig:

@@ -7,7 +7,10 @@ import logging
 
 import pytest
 from notify_support import free_port
+from sqlalchemy import update
 
+from ordersys_pipelines.db.schema import notifications
+from ordersys_pipelines.domain.notifications import dispatch
 from ordersys_pipelines.domain.notifications.channels import SIGNATURE_HEADER, ChannelUnavailable
 from ordersys_pipelines.domain.notifications.dispatch import dispatch_pending
 from ordersys_pipelines.domain.notifications.operator import notify_operator
@@ -101,3 +104,25 @@ def test_operator_alert_by_webhook_and_a_failed_alert_raises(webhook_server, con
     with pytest.raises(ChannelUnavailable, match="unavailable"):
         notify_operator(down, "Run failed", "details")
     assert "operator alert 'Run failed' could not be sent by webhook" in caplog.text
+
+
+def test_rows_whose_claim_went_to_another_run_are_not_sent(shop, engine, webhook_server, config, monkeypatch):
+    """A run whose lease lapsed mid-batch (and whose rows another run took) stops sending them."""
+    monkeypatch.setattr(dispatch, "FLUSH_EVERY", 1)  # check the claim before every message
+    shop.enqueue("order_shipped", shop.orders(4))
+    ids = [row.id for row in shop.notifications()]
+
+    def steal_the_rest(request):
+        if len(webhook_server.requests) == 1:
+            with engine.begin() as conn:
+                conn.execute(update(notifications).where(notifications.c.id.in_(ids[1:]))
+                             .values(claimed_by="other-run"))
+
+    webhook_server.on_request = steal_the_rest
+    result = dispatch_pending(engine, config(channel="webhook", webhook_url=webhook_server.url),
+                              claimant="slow-run", max_batches=1)
+
+    assert (result.sent, result.lost, len(webhook_server.requests)) == (1, 3, 1)
+    rows = shop.notifications()
+    assert (rows[0].status, rows[0].claimed_by) == ("sent", None)
+    assert [(r.status, r.claimed_by) for r in rows[1:]] == [("sending", "other-run")] * 3

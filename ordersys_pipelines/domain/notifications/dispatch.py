@@ -266,15 +266,22 @@ def _flush(engine: Engine, marks: list[_Mark], claimant: str, config: NotifierCo
 
 
 def _write_marks(conn: Connection, marks: list[_Mark], claimant: str) -> None:
-    if not marks:
-        return
-    conn.execute(
-        update(notifications)
-        # Only while this run still holds the claim: a lapsed claim belongs to whoever took it.
-        .where(n.id == bindparam("nid"), n.claimed_by == claimant)
-        .values(status=bindparam("new_status"), attempts=bindparam("new_attempts"),
-                last_error=func.coalesce(bindparam("error"), n.last_error),
-                next_attempt_at=bindparam("next_at"), sent_at=bindparam("sent"),
-                claimed_by=None, claim_expires_at=None),
-        [mark.__dict__ for mark in marks],
-    )
+    # Only while this run still holds the claim: a lapsed claim belongs to whoever took it.
+    sent = [mark for mark in marks if mark.new_status == "sent"]
+    if sent:  # the common case, one statement; sent_at is the group's last send (within a second)
+        conn.execute(
+            update(notifications)
+            .where(n.id.in_([mark.nid for mark in sent]), n.claimed_by == claimant)
+            .values(status="sent", attempts=n.attempts + 1, sent_at=max(mark.sent for mark in sent),
+                    claimed_by=None, claim_expires_at=None)
+        )
+    others = [mark.__dict__ for mark in marks if mark.new_status != "sent"]
+    if others:  # retried or failed: each with its own error and next attempt time
+        conn.execute(
+            update(notifications)
+            .where(n.id == bindparam("nid"), n.claimed_by == claimant)
+            .values(status=bindparam("new_status"), attempts=bindparam("new_attempts"),
+                    last_error=bindparam("error"), next_attempt_at=bindparam("next_at"),
+                    claimed_by=None, claim_expires_at=None),
+            others,
+        )
