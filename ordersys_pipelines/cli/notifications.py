@@ -70,7 +70,7 @@ def send(batch_size: int | None) -> None:
     """Send every due notification now, in this process, until nothing is due."""
     settings = runtime.load_settings()
     engine = get_engine(settings.database_url)
-    claimant = f"cli:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    claimant = f"cli:{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # fits claimed_by
     result = dispatch_pending(engine, NotifierConfig.from_settings(settings), claimant=claimant, limit=batch_size)
     if result.rows():
         click.echo(tabulate(result.rows(), headers=("type", "channel", "sent", "retried", "failed"),

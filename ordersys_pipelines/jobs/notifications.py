@@ -24,7 +24,7 @@ def dispatch_notifications(
     context: dg.OpExecutionContext, config: DispatchConfig, database: DatabaseResource, notifier: NotifierResource
 ):
     result = dispatch_pending(
-        database.engine, notifier.config, claimant=f"run:{context.run_id}:{context.op_handle}",
+        database.engine, notifier.config, claimant=f"dispatch:{context.run_id}",
         max_batches=config.max_batches, limit=config.batch_size,
     )
     if result.failed:

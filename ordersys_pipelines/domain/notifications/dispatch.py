@@ -137,7 +137,8 @@ def due_summary(conn: Connection, now: datetime | None = None) -> tuple[int, int
 
 
 def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, limit: int | None = None) -> DispatchResult:
-    """Claim, render, send and mark one batch (up to `limit`, default config.batch_size)."""
+    """Claim, render, send and mark one batch (up to `limit`, default config.batch_size).
+    `claimant` names this run (unique per concurrent run, at most 64 characters)."""
     started = time.monotonic()
     result = DispatchResult()
     with engine.begin() as conn:
