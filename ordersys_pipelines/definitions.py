@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ordersys_pipelines.assets import analytics
 from ordersys_pipelines.resources import build_resources
 from ordersys_pipelines.settings import get_settings
 
 defs = dg.Definitions.merge(
     dg.Definitions(resources=build_resources(get_settings())),
+    analytics.defs,
 )

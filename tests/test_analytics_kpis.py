@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from analytics_data import Shop
+from analytics_data import Shop, crafted_march
 from sqlalchemy import insert, select
 
 from ordersys_pipelines.db.schema import customers, orders, refunds
@@ -39,27 +39,7 @@ def ts(text: str) -> datetime:
 
 @pytest.fixture
 def march(engine) -> Shop:
-    """Orders around 2024-03-10 in Berlin (UTC+1): one exactly at local midnight, one a
-    microsecond before the next midnight, refunds processed two days later, 03-11 empty."""
-    shop = Shop(engine)
-    alice, bob = shop.customer("Alice"), shop.customer("Bob")
-    a1 = shop.order(alice, ts("2024-03-09 23:00:00"), 10_000)  # 03-10 00:00:00 Berlin
-    a2 = shop.order(alice, ts("2024-03-10 22:59:59.999999"), 2_599, "shipped")  # 03-10 23:59:59.999999
-    a3 = shop.order(bob, ts("2024-03-09 22:59:59"), 5_000, "delivered")  # 03-09 23:59:59 Berlin
-    shop.order(bob, ts("2024-03-10 12:00:00"), 700, "failed")
-    shop.order(bob, ts("2024-03-10 13:00:00"), 800, "cancelled")
-    shop.order(bob, ts("2024-03-10 14:00:00"), 900, "created")  # not counted anywhere
-    shop.order(bob, ts("2024-03-10 15:00:00"), 2)  # AOV 12601 // 3 rounds down
-    shop.refund(a1, 3_000, ts("2024-03-12 10:00:00"))  # counted on 03-12, not on the order's day
-    shop.refund(a3, 1_000, ts("2024-03-11 23:30:00"))  # 03-12 00:30 Berlin
-    shop.refund(a2, 99, None, status="pending")
-    shop.refund(a3, 500, None, status="failed")
-    for sent in ("2024-03-10 09:00:00", "2024-03-10 10:00:00", "2024-03-09 23:30:00"):
-        shop.notification("sent", sent_at=ts(sent))
-    shop.notification("failed", next_attempt_at=ts("2024-03-10 10:00:00"))
-    shop.notification("pending", next_attempt_at=ts("2024-03-10 10:00:00"))
-    shop.notification("sending", next_attempt_at=ts("2024-03-10 11:00:00"))
-    return shop
+    return crafted_march(engine)
 
 
 def test_known_answers_in_berlin(engine, march):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ordersys_pipelines.cli import db
+from ordersys_pipelines.cli import analytics, db
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,3 +13,5 @@ def main() -> None:
 
 
 main.add_command(db.db)
+main.add_command(analytics.kpi)
+main.add_command(analytics.leaderboard)
