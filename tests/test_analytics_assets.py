@@ -83,6 +83,11 @@ def wipe(redis_resource) -> None:
         client.delete(key)
 
 
+def materializations_of(result, key: dg.AssetKey) -> list[dg.AssetMaterialization]:
+    events = result.get_asset_materialization_events()
+    return [e.event_specific_data.materialization for e in events if e.asset_key == key]
+
+
 def checks_of(result) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
@@ -122,6 +127,12 @@ def test_a_range_is_one_run_and_rematerializing_changes_nothing(analytics, resou
     assert run.tags["ordersys/stage"] == "analytics"
     partitions = [m.partition for m in first.asset_materializations_for_node("daily_kpis")]
     assert partitions == [f"2024-03-{n:02d}" for n in range(1, 32)]
+    planned = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=1000
+    ).records
+    planned_keys = [r.event_log_entry.dagster_event.asset_key for r in planned]
+    # One planned event per day, and ONE for the unpartitioned leaderboard (not one per day).
+    assert planned_keys.count(DAILY_KPIS) == 31 and planned_keys.count(LEADERBOARD) == 1
     metadata = first.asset_materializations_for_node("daily_kpis")[0].metadata
     assert metadata["days_written"].value == 31
     assert metadata["total_order_count"].value == 4
@@ -152,7 +163,7 @@ def test_leaderboard_asset(analytics, resources, store, engine, march):
     top = store.leaderboard_top(10)
     # Alice: 10000 + 2599 − 3000; Bob: 5000 + 2 − 1000.
     assert [(c.name, c.net_revenue_cents) for c in top] == [("Alice", 9_599), ("Bob", 4_002)]
-    (materialization,) = result.asset_materializations_for_node("customer_leaderboard")
+    (materialization,) = materializations_of(result, LEADERBOARD)
     table = materialization.metadata["top_10"].value
     assert "| 1 | Alice |" in table and "95.99 EUR" in table and "40.02 EUR" in table
     assert materialization.metadata["dagster/row_count"].value == 2
