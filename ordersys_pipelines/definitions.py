@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ordersys_pipelines.assets import analytics
 from ordersys_pipelines.resources import build_resources
 from ordersys_pipelines.sensors import notifications as notifications_area
 from ordersys_pipelines.sensors import refunds as refunds_area
@@ -13,6 +14,7 @@ defs = dg.Definitions.merge(
     dg.Definitions(resources=build_resources(get_settings())),
     refunds_area.defs,
     notifications_area.defs,
+    analytics.defs,
 )
 
 

@@ -183,6 +183,8 @@ order_events = Table(
     Column("run_id", String(64)),
     _created_at(),
     Index("ix_order_events_order_id", "order_id"),
+    # The analytics freshness sensor finds the days a finished run touched by its run id.
+    Index("ix_order_events_run_id", "run_id"),
 )
 
 # Every call the simulated gateway receives, so tests and operators can count payouts.
@@ -259,6 +261,7 @@ refund_events = Table(
     Column("run_id", String(64)),
     _created_at(),
     Index("ix_refund_events_refund_id", "refund_id"),
+    Index("ix_refund_events_run_id", "run_id"),
 )
 
 notifications = Table(

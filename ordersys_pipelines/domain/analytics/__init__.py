@@ -1,0 +1,1 @@
+"""Analytics: daily KPIs and the customer leaderboard, computed by SQL and kept in Redis."""
