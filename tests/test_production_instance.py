@@ -30,7 +30,8 @@ def instance_database(monkeypatch):
     admin.dispose()
 
 
-def test_production_instance_stores_runs_in_postgres(tmp_path, instance_database, settings):
+def test_production_instance_stores_runs_in_postgres(tmp_path, instance_database, pg_url, monkeypatch):
+    monkeypatch.setenv("ORDERSYS_DATABASE_URL", pg_url)
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     from ordersys_pipelines.definitions import defs
 
