@@ -7,6 +7,7 @@ import dagster as dg
 from ordersys_pipelines.assets import analytics
 from ordersys_pipelines.resources import build_resources
 from ordersys_pipelines.sensors import notifications as notifications_area
+from ordersys_pipelines.sensors import operations as operations_area
 from ordersys_pipelines.sensors import refunds as refunds_area
 from ordersys_pipelines.settings import get_settings
 
@@ -15,6 +16,7 @@ defs = dg.Definitions.merge(
     refunds_area.defs,
     notifications_area.defs,
     analytics.defs,
+    operations_area.defs,
 )
 
 
