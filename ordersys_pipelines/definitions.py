@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ordersys_pipelines.imports_defs import defs as imports_defs
 from ordersys_pipelines.resources import build_resources
 from ordersys_pipelines.settings import get_settings
 
 defs = dg.Definitions.merge(
     dg.Definitions(resources=build_resources(get_settings())),
+    imports_defs,
 )

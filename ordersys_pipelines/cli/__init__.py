@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ordersys_pipelines.cli import db
+from ordersys_pipelines.cli import db, demo, imports
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,3 +13,5 @@ def main() -> None:
 
 
 main.add_command(db.db)
+for command in (imports.import_command, imports.generate_orders_command, imports.catalog, demo.demo):
+    main.add_command(command)
