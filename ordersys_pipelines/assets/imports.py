@@ -128,7 +128,7 @@ def orders_csv(
             listener(progress)
 
     try:
-        result = import_order_file(database.engine, path, options=options, run_id=context.run_id, on_chunk=on_chunk)
+        result = import_order_file(database.engine, path, options=options, run_id=context.run.run_id, on_chunk=on_chunk)
     except (CsvFormatError, OSError) as exc:
         moved = move_aside(path, imports.inbox_path, FAILED, reason=f"{path.name}: {exc}")
         raise dg.Failure(

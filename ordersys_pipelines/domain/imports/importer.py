@@ -8,9 +8,11 @@ hold. A `completed` file is never imported twice, whatever its name.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,20 +127,23 @@ def import_order_file(
     resume_line = _last_committed_line(engine, file_id) if file_row.chunks_committed else None
     total_bytes = path.stat().st_size
     rows_this_run = 0
-    try:
+    def prepared():
         for chunk in reader.chunks():
             if resume_line is not None:
                 chunk = _after_line(chunk, resume_line)
                 if chunk is None:
                     continue
-            validated = validate_chunk(chunk, layout, validation)
+            yield chunk.index, validate_chunk(chunk, layout, validation)
+
+    try:
+        for index, validated in read_ahead(prepared()):
             with engine.begin() as conn:
                 _assert_owner(conn, file_id, run_id)
                 load_chunk(conn, file_id, validated.rows, validated.rejects)
             rows = validated.rows.num_rows + len(validated.rejects)
             rows_this_run += rows
             if on_chunk is not None:
-                on_chunk(ChunkProgress(chunk.index, rows, len(validated.rejects), reader.bytes_read, total_bytes))
+                on_chunk(ChunkProgress(index, rows, len(validated.rejects), reader.bytes_read, total_bytes))
     except CsvFormatError as exc:
         _fail(engine, file_id, run_id, str(exc))
         raise
@@ -164,6 +169,48 @@ def import_order_file(
     result.ignored_columns = list(layout.ignored)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def read_ahead(items: Iterator, depth: int = 1) -> Iterator:
+    """Produce the next items in a thread while the caller works on the current one: parsing
+    and validating chunk k+1 (pyarrow, which releases the GIL) overlaps loading chunk k into the
+    database. At most `depth` items wait, so memory stays flat."""
+    done = object()
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        handoff.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handoff.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            handoff.put((done, exc))
+
+    worker = threading.Thread(target=produce, name="import-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
 
 
 def _claim_file(engine: Engine, digest: str, name: str, key: str, run_id: str):

@@ -26,7 +26,10 @@ LIMITS = {"order_ref": 100, "customer_email": 320, "customer_ref": 100, "custome
 
 EMAIL = r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>.]+$"
 AMOUNT = r"^(?P<units>\d*)(?:\.(?P<fraction>\d*))?$"
-ISO_DATE = r"^(?P<local>\d{4}-\d{2}-\d{2}(?: \d{2}:\d{2}(?::\d{2})?)?)(?P<offset>[+-]\d{4})?$"
+ISO_DATE = (
+    r"^(?P<date>\d{4}-\d{2}-\d{2})(?:[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)(?:\.\d+)?)?"
+    r"\s*(?P<offset>Z|[+-]\d{2}:?\d{2})?$"
+)
 
 STAGING_SCHEMA = pa.schema(
     [
@@ -57,12 +60,31 @@ class ValidatedChunk:
     rejects: list[Reject]
 
 
+class Lazy:
+    """A message built only for the rows that end up rejected (most rows never need one)."""
+
+    def __init__(self, build):
+        self.build = build
+
+    def take(self, indices: pa.Array) -> pa.Array:
+        return self.build(indices)
+
+
+def said(name: str, column: pa.Array, text: str) -> Lazy:
+    """"<name> 'value' <text>", the value cut short so a huge field does not make a huge reason."""
+    return Lazy(
+        lambda rows: pc.binary_join_element_wise(
+            f"{name} '", pc.utf8_slice_codeunits(column.take(rows), 0, 60), f"' {text}", ""
+        )
+    )
+
+
 class Problems:
     """Per-row problem messages, collected check by check."""
 
     def __init__(self, n: int):
         self.n = n
-        self.checks: list[tuple[pa.Array, pa.Array | str]] = []
+        self.checks: list[tuple[pa.Array, pa.Array | Lazy | str]] = []
         self.any = np.zeros(n, dtype=bool)
 
     def add(self, mask, message) -> None:
@@ -80,16 +102,21 @@ class Problems:
         parts = []
         for mask, message in self.checks:
             selected = mask.take(taken)
-            text = message.take(taken) if isinstance(message, pa.Array | pa.ChunkedArray) else message
+            text = message if isinstance(message, str) else message.take(taken)
             parts.append(pc.if_else(selected, text, pa.scalar(None, pa.string())))
         joined = pc.binary_join_element_wise(*parts, "; ", null_handling="skip")
         return joined.to_pylist()
 
 
-def _quoted(column: pa.Array) -> pa.Array:
-    """'value' for messages, cut short so a huge field does not make a huge reason."""
-    short = pc.utf8_slice_codeunits(column, 0, 60)
-    return pc.binary_join_element_wise("'", short, "'", "")
+def per_distinct(column: pa.Array, compute):
+    """Run `compute` once per distinct value and spread its result arrays back over the rows:
+    a file repeats its prices, quantities, dates and e-mails far more often than not."""
+    distinct = pc.unique(column)
+    index = pc.index_in(column, distinct)
+    results = compute(distinct)
+    if isinstance(results, tuple):
+        return tuple(pc.take(r, index) for r in results)
+    return pc.take(results, index)
 
 
 def _text(chunk: RawChunk, layout: OrderLayout, name: str) -> pa.Array | None:
@@ -120,42 +147,43 @@ def parse_cents(column: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
 
 def amount_checks(problems: Problems, column: pa.Array, name: str) -> tuple[pa.Array, pa.Array]:
     """Cents, and where the amount is usable."""
-    cents, bad, extra_precision = parse_cents(column)
+    cents, bad, extra_precision = per_distinct(column, parse_cents)
     negative = pc.starts_with(column, "-")
-    problems.add(pc.and_(bad, negative), pc.binary_join_element_wise(f"{name} ", _quoted(column), " is negative", ""))
+    problems.add(pc.and_(bad, negative), said(name, column, "is negative"))
     problems.add(
-        pc.and_(bad, pc.invert(negative)),
-        pc.binary_join_element_wise(f"{name} ", _quoted(column), " is not an amount (digits with an optional . and cents)", ""),
+        pc.and_(bad, pc.invert(negative)), said(name, column, "is not an amount (digits with an optional . and cents)")
     )
-    problems.add(extra_precision, pc.binary_join_element_wise(f"{name} ", _quoted(column), " has more than 2 decimals", ""))
+    problems.add(extra_precision, said(name, column, "has more than 2 decimals"))
     return cents, pc.and_(pc.invert(bad), pc.invert(extra_precision))
+
+
+def parse_quantity(column: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
+    """Text → (quantity, is_whole_number, is_positive, is_within_maximum)."""
+    whole = pc.match_substring_regex(column, r"^[+-]?\d+$")
+    negative = pc.and_(whole, pc.starts_with(column, "-"))
+    magnitude = pc.utf8_ltrim(pc.utf8_ltrim(column, "+-"), "0")
+    huge = pc.and_(whole, pc.greater(pc.utf8_length(magnitude), 7))
+    safe = pc.and_(whole, pc.invert(huge))
+    value = pc.cast(pc.if_else(safe, column, "0"), pa.int64())
+    positive = pc.or_(pc.and_(huge, pc.invert(negative)), pc.greater(value, 0))
+    within = pc.and_(pc.invert(huge), pc.less_equal(value, MAX_QUANTITY))
+    return value, whole, positive, pc.or_(negative, within)
 
 
 def _quantity(problems: Problems, column: pa.Array, name: str) -> tuple[pa.Array, pa.Array]:
     """The quantity, and where it is usable."""
-    digits = pc.match_substring_regex(column, r"^[+-]?\d+$")
-    negative = pc.and_(digits, pc.starts_with(column, "-"))
-    magnitude = pc.utf8_ltrim(pc.utf8_ltrim(column, "+-"), "0")
-    huge = pc.and_(digits, pc.greater(pc.utf8_length(magnitude), 7))
-    safe = pc.and_(digits, pc.invert(huge))
-    value = pc.cast(pc.if_else(safe, column, "0"), pa.int64())
-    quoted = _quoted(column)
-    problems.add(pc.invert(digits), pc.binary_join_element_wise(f"{name} ", quoted, " is not a whole number", ""))
-    problems.add(
-        pc.and_(safe, pc.less_equal(value, 0)),
-        pc.binary_join_element_wise(f"{name} ", quoted, " is not positive", ""),
-    )
-    too_many = pc.and_(digits, pc.and_(pc.invert(negative), pc.or_(huge, pc.greater(value, MAX_QUANTITY))))
-    problems.add(too_many, pc.binary_join_element_wise(f"{name} ", quoted, f" exceeds the maximum of {MAX_QUANTITY}", ""))
-    usable = pc.and_(pc.and_(safe, pc.greater(value, 0)), pc.invert(too_many))
-    return value, usable
+    value, whole, positive, within = per_distinct(column, parse_quantity)
+    problems.add(pc.invert(whole), said(name, column, "is not a whole number"))
+    problems.add(pc.and_(whole, pc.invert(positive)), said(name, column, "is not positive"))
+    problems.add(pc.and_(whole, pc.invert(within)), said(name, column, f"exceeds the maximum of {MAX_QUANTITY}"))
+    return value, pc.and_(pc.and_(whole, positive), within)
 
 
 def _strptime_checked(column: pa.Array, fmt: str) -> pa.Array:
     """strptime that also refuses what it would silently roll over (Feb 30 → Mar 1): the parsed
-    value written back with the same format must give the same numbers as the input. Done once
-    per distinct text (an order's lines share their date), as strftime is slow."""
-    distinct = pc.unique(column)
+    value written back with the same format must give the same numbers as the input (strftime is
+    slow: callers pass distinct values)."""
+    distinct = column
     parsed = pc.strptime(distinct, format=fmt, unit="s", error_is_null=True)
     if parsed.type.tz is not None:
         # With an offset the written-back UTC time differs from the text: check the wall time.
@@ -169,34 +197,32 @@ def _strptime_checked(column: pa.Array, fmt: str) -> pa.Array:
 
         same = pc.equal(norm(pc.strftime(parsed, format=fmt)), norm(distinct))
         checked = pc.if_else(pc.fill_null(same, False), parsed, pa.scalar(None, parsed.type))
-    return pc.take(checked, pc.index_in(column, distinct))
+    return checked
 
 
 def parse_dates(column: pa.Array, options: ValidationOptions) -> pa.Array:
     """Text → naive UTC timestamps (null where the text is not a date)."""
+    return per_distinct(column, lambda distinct: _parse_distinct_dates(distinct, options))
+
+
+def _parse_distinct_dates(column: pa.Array, options: ValidationOptions) -> pa.Array:
     if options.date_format:
         parsed = _strptime_checked(column, options.date_format)
         if parsed.type.tz is not None:
             return parsed.cast(pa.timestamp("s"))
         return _local_to_utc(parsed, options.timezone)
-    # ISO 8601: bring every accepted spelling to 'YYYY-MM-DD HH:MM:SS' plus an optional offset.
-    iso = pc.replace_substring_regex(column, r"^(\d{4}-\d{2}-\d{2})T", r"\1 ")
-    iso = pc.replace_substring_regex(iso, r"(\d{2}:\d{2}:\d{2})\.\d+", r"\1")
-    iso = pc.replace_substring_regex(iso, r"\s*Z$", "+0000")
-    iso = pc.replace_substring_regex(iso, r"\s*([+-]\d{2}):?(\d{2})$", r"\1\2")
-    parts = pc.extract_regex(iso, ISO_DATE)
-    local_text = pc.fill_null(parts.field("local"), "")
-    local_text = pc.if_else(
-        pc.equal(pc.utf8_length(local_text), 10),
-        pc.binary_join_element_wise(local_text, " 00:00:00", ""),
-        pc.if_else(
-            pc.equal(pc.utf8_length(local_text), 16), pc.binary_join_element_wise(local_text, ":00", ""), local_text
-        ),
-    )
+    # ISO 8601: date, optional time (T or space, seconds and fraction optional), optional Z/offset.
+    parts = pc.extract_regex(column, ISO_DATE)
+    day = pc.fill_null(parts.field("date"), "")
+    clock = pc.fill_null(parts.field("time"), "")
+    clock = pc.if_else(pc.equal(pc.utf8_length(clock), 5), pc.binary_join_element_wise(clock, ":00", ""), clock)
+    clock = pc.if_else(pc.equal(clock, ""), "00:00:00", clock)
+    local_text = pc.binary_join_element_wise(day, clock, " ")
     parsed = pc.strptime(local_text, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
     # Written back, a real date gives its own text; Feb 30 would come back as Mar 1.
     local = pc.if_else(pc.fill_null(pc.equal(pc.cast(parsed, pa.string()), local_text), False), parsed, None)
-    offset_text = pc.fill_null(parts.field("offset"), "")
+    offset_text = pc.replace_substring(pc.fill_null(parts.field("offset"), ""), ":", "")
+    offset_text = pc.if_else(pc.equal(offset_text, "Z"), "+0000", offset_text)
     has_offset = pc.greater(pc.utf8_length(offset_text), 0)
     sign = pc.if_else(pc.starts_with(offset_text, "-"), -1, 1)
     hours = pc.cast(pc.if_else(has_offset, pc.utf8_slice_codeunits(offset_text, 1, 3), "0"), pa.int64())
@@ -256,9 +282,10 @@ def validate_chunk(chunk: RawChunk, layout: OrderLayout, options: ValidationOpti
     if email is not None:
         email = pc.utf8_lower(email)
         required_text("customer_email", email)
+        looks_right = per_distinct(email, lambda distinct: pc.match_substring_regex(distinct, EMAIL))
         problems.add(
-            pc.and_(pc.greater(pc.utf8_length(email), 0), pc.invert(pc.match_substring_regex(email, EMAIL))),
-            pc.binary_join_element_wise(f"{name('customer_email')} ", _quoted(email), " is not an e-mail address", ""),
+            pc.and_(pc.greater(pc.utf8_length(email), 0), pc.invert(looks_right)),
+            said(name("customer_email"), email, "is not an e-mail address"),
         )
         customer_key = email
     else:
@@ -301,10 +328,10 @@ def validate_chunk(chunk: RawChunk, layout: OrderLayout, options: ValidationOpti
         comparable = pc.and_(pc.and_(has_total, total_ok), pc.and_(quantity_ok, price_ok))
         problems.add(
             pc.and_(comparable, pc.not_equal(total, line_total)),
-            pc.binary_join_element_wise(
-                f"{name('total_amount')} ", _quoted(total_text), " is not quantity × unit_price = ",
-                format_cents(line_total), "",
-            ),
+            Lazy(lambda rows: pc.binary_join_element_wise(
+                said(name("total_amount"), total_text, "is not quantity × unit_price = ").take(rows),
+                format_cents(line_total.take(rows)), "",
+            )),
         )
 
     # Order date: parsed, or the import date for files without one.
@@ -312,10 +339,7 @@ def validate_chunk(chunk: RawChunk, layout: OrderLayout, options: ValidationOpti
     if date_text is not None:
         order_date = parse_dates(date_text, options)
         expected = f"format {options.date_format}" if options.date_format else "YYYY-MM-DD[ HH:MM[:SS]]"
-        problems.add(
-            pc.is_null(order_date),
-            pc.binary_join_element_wise(f"{name('order_date')} ", _quoted(date_text), f" is not a date ({expected})", ""),
-        )
+        problems.add(pc.is_null(order_date), said(name("order_date"), date_text, f"is not a date ({expected})"))
         order_date = pc.fill_null(order_date, pa.scalar(0, pa.timestamp("s")))
     else:
         stamp = (options.import_date or datetime(1970, 1, 1)).replace(microsecond=0)
