@@ -243,17 +243,21 @@ def test_bytes_that_are_not_utf8_reject_only_their_row_and_other_encodings_read(
         b"A,2024-03-01,a@example.com,Ann,S,Mug,1,1\n"
         b"B,2024-03-01,b@example.com,M\xfcller,S,Mug,1,1\n"
         b"C,2024-03-01,c@example.com,Cy,S,Mug,1,1\n"
+        b"D,2024-03-01,d@example.com,\xff\xfe,S\n"  # short, and not UTF-8 either
     )
     result = run_import(engine, tmp_path, content)
-    assert (result.lines_imported, result.rejected) == (2, 1)
-    assert rows(engine, "SELECT line_number, reason, raw_text FROM import_rejects") == [
-        (3, "customer_name: not valid UTF-8 text", "B,2024-03-01,b@example.com,M\\xfcller,S,Mug,1,1")]
+    assert (result.lines_imported, result.rejected) == (2, 2)
+    assert rows(engine, "SELECT line_number, reason, raw_text FROM import_rejects ORDER BY line_number") == [
+        (3, "customer_name: not valid UTF-8 text (shown as \ufffd)", "B,2024-03-01,b@example.com,M\ufffdller,S,Mug,1,1"),
+        (5, "expected 8 fields, found 5", "D,2024-03-01,d@example.com,\ufffd\ufffd,S"),
+    ]
     latin = run_import(engine, tmp_path, content, name="latin1.csv", encoding="latin-1")
     assert latin.already_imported  # same bytes: the same file, whatever its name
-    latin = run_import(engine, tmp_path, content + b"D,2024-03-01,d@example.com,D\xe9,S,Mug,1,1\n",
-                       name="latin1.csv", encoding="latin-1")
+    latin = run_import(engine, tmp_path, content.replace(b",S\n", b",S,Mug,1,1\n"), name="latin1.csv",
+                       encoding="latin-1")
     assert (latin.lines_imported, latin.rejected) == (4, 0)
     assert scalar(engine, "SELECT name FROM customers WHERE email = 'b@example.com'") == "Müller"
+    assert scalar(engine, "SELECT name FROM customers WHERE email = 'd@example.com'") == "ÿþ"
 
 
 def test_an_injection_looking_string_is_stored_literally(engine, tmp_path):
@@ -263,3 +267,13 @@ def test_an_injection_looking_string_is_stored_literally(engine, tmp_path):
     assert rows(engine, "SELECT o.order_ref, c.name FROM orders o JOIN customers c ON c.id = o.customer_id") == [
         ("'; DELETE FROM products;--", evil)]
     assert scalar(engine, "SELECT count(*) FROM products") == 1
+
+
+def test_a_file_of_many_blocks_streams_in_exact_chunks(tmp_path):
+    from ordersys_pipelines.domain.imports.generate import generate_orders
+
+    path = generate_orders(tmp_path / "many.csv", rows=5_000, seed=2).path
+    reader = CsvChunkReader(path, chunk_rows=1_000, block_size=4_096)
+    chunks = list(reader.chunks())
+    assert [c.num_rows for c in chunks] == [1_000] * 5
+    assert chunks[-1].line_numbers[-1] == 5_001 and reader.bytes_read == path.stat().st_size

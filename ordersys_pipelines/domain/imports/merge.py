@@ -98,8 +98,10 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
     now = utcnow()
     if pg:
         # Room to hash and sort a large file in memory; fresh statistics after the bulk load
-        # (else the planner takes the table for empty and picks nested loops).
+        # (else the planner takes the table for empty and picks nested loops) — a small sample
+        # is enough to choose hash joins.
         conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+        conn.exec_driver_sql("SET LOCAL default_statistics_target = 10")
         conn.exec_driver_sql("ANALYZE import_staging")
     else:
         conn.exec_driver_sql("DROP TABLE IF EXISTS temp.tmp_import_orders")

@@ -1,7 +1,8 @@
 """Streaming CSV reading with pyarrow, in exact chunks of N rows with physical line numbers.
 
-Every column is read as raw bytes and decoded here, so a value that is not valid UTF-8 rejects
-only its own row. Line numbers are physical (header = 1): a row's first line is the header's
+The file is decoded on its way into pyarrow (its encoding, UTF-8 by default) with undecodable
+bytes replaced by U+FFFD, so a value that is not valid text rejects only its own row (the row
+holding the replacement character), never the file. Line numbers are physical (header = 1): a row's first line is the header's
 lines plus the lines of every record before it, counted from the newlines inside quoted values
 (vectorized). Records with the wrong number of fields are reported by pyarrow's invalid-row
 handler with their record number (it is known because parsing is single-threaded) and become
@@ -72,20 +73,38 @@ class RawChunk:
         return out
 
 
-class _CountingFile(io.RawIOBase):
-    """Counts the bytes pyarrow has read, for progress reporting."""
+class _TextFile(io.RawIOBase):
+    """The file as UTF-8 for pyarrow: decoded from its encoding (bytes that do not decode become
+    U+FFFD, which marks the rows they are in) and counted for progress reporting."""
 
-    def __init__(self, raw):
+    def __init__(self, raw, codec: str):
         self._raw = raw
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig" if codec == "utf-8" else codec)(errors="replace")
+        self._pending = b""
+        self._eof = False
         self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        n = self._raw.readinto(buffer)
-        self.bytes_read += n or 0
-        return n
+        # Fill the whole buffer (short reads would give pyarrow blocks too small for a record).
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view):
+            if not self._pending:
+                if self._eof:
+                    break
+                block = self._raw.read(BLOCK_SIZE)
+                self.bytes_read += len(block)
+                self._eof = not block
+                self._pending = self._decoder.decode(block, final=self._eof).encode("utf-8")
+                continue
+            n = min(len(view) - filled, len(self._pending))
+            view[filled:filled + n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            filled += n
+        return filled
 
     def close(self) -> None:
         self._raw.close()
@@ -134,7 +153,7 @@ class CsvChunkReader:
         self.encoding = encoding
         self.block_size = block_size
         self.header, self.header_lines = read_header(self.path, encoding)
-        self._file: _CountingFile | None = None
+        self._file: _TextFile | None = None
 
     @property
     def bytes_read(self) -> int:
@@ -148,7 +167,7 @@ class CsvChunkReader:
             skips.append(row)
             return "skip"
 
-        self._file = _CountingFile(open(self.path, "rb"))
+        self._file = _TextFile(open(self.path, "rb"), codec)
         try:
             reader = pa_csv.open_csv(
                 self._file,
@@ -158,7 +177,6 @@ class CsvChunkReader:
                     block_size=self.block_size,
                     # Single-threaded parsing numbers the records the invalid-row handler reports.
                     use_threads=False,
-                    encoding="utf8" if codec == "utf-8" else codec,
                 ),
                 parse_options=pa_csv.ParseOptions(
                     newlines_in_values=True,
@@ -259,7 +277,8 @@ class CsvChunkReader:
             yield self._chunk(index, chunk_columns, chunk_lines, pending_malformed)
 
     def _chunk(self, index: int, columns: list[pa.Array], lines: np.ndarray, malformed: list[Reject]) -> RawChunk:
-        decoded, errors = decode_columns(columns, self.header)
+        label = "UTF-8" if _python_codec(self.encoding) == "utf-8" else self.encoding
+        decoded, errors = decode_columns(columns, self.header, label)
         return RawChunk(index=index, columns=decoded, line_numbers=lines, utf8_errors=errors, malformed=malformed)
 
 
@@ -304,27 +323,21 @@ def _take_rows(pending, count: int):
     return merged, np.concatenate(taken_lines), rest, remaining
 
 
-def decode_columns(columns: list[pa.Array], header: list[str]) -> tuple[list[pa.Array], list[str | None]]:
-    """Binary → text per column; a column with bad bytes is decoded row by row so only the rows
-    holding them are marked (their text keeps the bytes as \\x.. escapes)."""
+REPLACEMENT = "\ufffd"
+
+
+def decode_columns(
+    columns: list[pa.Array], header: list[str], encoding: str = "UTF-8"
+) -> tuple[list[pa.Array], list[str | None]]:
+    """Binary → text per column, and for each row the columns that held undecodable bytes."""
     n = len(columns[0]) if columns else 0
+    decoded = [column.cast(pa.string()) for column in columns]
     bad_columns: dict[int, list[str]] = {}
-    decoded = []
-    for position, column in enumerate(columns):
-        try:
-            decoded.append(column.cast(pa.string()))
-            continue
-        except (pa.ArrowInvalid, UnicodeDecodeError):
-            pass
-        values = []
-        for row, value in enumerate(column.to_pylist()):
-            try:
-                values.append(value.decode("utf-8"))
-            except UnicodeDecodeError:
-                values.append(value.decode("utf-8", errors="backslashreplace"))
-                bad_columns.setdefault(row, []).append(header[position].strip())
-        decoded.append(pa.array(values, pa.string()))
+    for position, column in enumerate(decoded):
+        marked = pc.match_substring(column, REPLACEMENT).to_numpy(zero_copy_only=False)
+        for row in np.flatnonzero(marked):
+            bad_columns.setdefault(int(row), []).append(header[position].strip())
     errors: list[str | None] = [None] * n
     for row, names in bad_columns.items():
-        errors[row] = f"{', '.join(names)}: not valid UTF-8 text"
+        errors[row] = f"{', '.join(names)}: not valid {encoding} text (shown as {REPLACEMENT})"
     return decoded, errors

@@ -183,19 +183,18 @@ def _strptime_checked(column: pa.Array, fmt: str) -> pa.Array:
     """strptime that also refuses what it would silently roll over (Feb 30 → Mar 1): the parsed
     value written back with the same format must give the same numbers as the input (strftime is
     slow: callers pass distinct values)."""
-    distinct = column
-    parsed = pc.strptime(distinct, format=fmt, unit="s", error_is_null=True)
+    parsed = pc.strptime(column, format=fmt, unit="s", error_is_null=True)
     if parsed.type.tz is not None:
         # With an offset the written-back UTC time differs from the text: check the wall time.
         wall_fmt = fmt.replace("%z", "").rstrip()
-        wall = _strptime_checked(pc.replace_substring_regex(distinct, r"\s*(Z|[+-]\d{2}:?\d{2})$", ""), wall_fmt)
+        wall = _strptime_checked(pc.replace_substring_regex(column, r"\s*(Z|[+-]\d{2}:?\d{2})$", ""), wall_fmt)
         checked = pc.if_else(pc.is_valid(wall), parsed, pa.scalar(None, parsed.type))
     else:
 
         def norm(values):
             return pc.replace_substring_regex(pc.utf8_lower(values), r"(^|\D)0+(\d)", r"\1\2")
 
-        same = pc.equal(norm(pc.strftime(parsed, format=fmt)), norm(distinct))
+        same = pc.equal(norm(pc.strftime(parsed, format=fmt)), norm(column))
         checked = pc.if_else(pc.fill_null(same, False), parsed, pa.scalar(None, parsed.type))
     return checked
 
