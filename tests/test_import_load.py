@@ -187,3 +187,13 @@ def test_catalog_files_upsert_products_and_set_stock_never_below_reserved(engine
     assert scalar(engine, "SELECT count(*) FROM import_rejects") == 4
     with pytest.raises(CsvFormatError, match="stock"):
         load_catalog(engine, write(tmp_path, "c3.csv", "sku,name\nA,Apple\n"))
+
+
+def test_a_catalog_file_is_not_taken_for_an_order_file_or_the_other_way_round(engine, tmp_path):
+    catalog = "sku,name,price,stock,quantity,customer_email\nA,Apple,1.00,5,1,a@example.com\n"
+    load_catalog(engine, write(tmp_path, "both.csv", catalog))
+    with pytest.raises(CsvFormatError, match="loaded as a catalog file"):
+        run_import(engine, tmp_path, catalog, name="both.csv")
+    run_import(engine, tmp_path, HEADER + "O1,2024-03-01,a@example.com,Ann,A,Apple,1,1\n", name="o.csv")
+    with pytest.raises(CsvFormatError, match="imported as an order file"):
+        load_catalog(engine, tmp_path / "o.csv")

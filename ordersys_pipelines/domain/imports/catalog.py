@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import import_files, import_rejects, products
-from ordersys_pipelines.domain.imports.csv_format import resolve_inventory_layout
+from ordersys_pipelines.domain.imports.csv_format import CsvFormatError, resolve_inventory_layout
 from ordersys_pipelines.domain.imports.files import content_hash, partition_key
 from ordersys_pipelines.domain.imports.load import copy_rows, rejects_table
 from ordersys_pipelines.domain.imports.reader import CsvChunkReader, RawChunk, Reject
@@ -65,6 +65,10 @@ def load_catalog(
             .on_conflict_do_nothing(index_elements=[import_files.c.content_hash])
         )
         row = conn.execute(select(import_files).where(import_files.c.content_hash == digest)).one()
+        if row.kind != "inventory":
+            if row.status == "completed":
+                raise CsvFormatError(f"this content was imported as an order file ({row.original_name})")
+            conn.execute(update(import_files).where(import_files.c.id == row.id).values(kind="inventory"))
         result.file_id = row.id
         if row.status == "completed":
             result.already_loaded = True

@@ -127,6 +127,7 @@ def import_order_file(
     resume_line = _last_committed_line(engine, file_id) if file_row.chunks_committed else None
     total_bytes = path.stat().st_size
     rows_this_run = 0
+
     def prepared():
         for chunk in reader.chunks():
             if resume_line is not None:
@@ -153,15 +154,21 @@ def import_order_file(
         _note_error(engine, file_id, run_id, f"{type(exc).__name__}: {exc}")
         raise
 
-    with engine.begin() as conn:
-        _assert_owner(conn, file_id, run_id)
-        counts = merge_file(conn, file_id, default_stock=options.default_stock)
-        rows_read = conn.execute(select(import_files.c.rows_read).where(import_files.c.id == file_id)).scalar_one()
-        error = None
-        status = "completed"
-        if rows_read and counts.lines_imported == 0:
-            status, error = "failed", f"every one of the {rows_read} rows was rejected"
-        mark_completed(conn, file_id, counts, status=status, error=error)
+    try:
+        with engine.begin() as conn:
+            _assert_owner(conn, file_id, run_id)
+            counts = merge_file(conn, file_id, default_stock=options.default_stock)
+            rows_read = conn.execute(select(import_files.c.rows_read).where(import_files.c.id == file_id)).scalar_one()
+            error = None
+            status = "completed"
+            if rows_read and counts.lines_imported == 0:
+                status, error = "failed", f"every one of the {rows_read} rows was rejected"
+            mark_completed(conn, file_id, counts, status=status, error=error)
+    except ImportSuperseded:
+        raise
+    except Exception as exc:  # the merge rolled back; the staged chunks wait for the next run
+        _note_error(engine, file_id, run_id, f"{type(exc).__name__}: {exc}")
+        raise
 
     result = _result_from_row(engine, file_id)
     result.resumed_after_line = resume_line
@@ -227,6 +234,8 @@ def _claim_file(engine: Engine, digest: str, name: str, key: str, run_id: str):
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
         row = conn.execute(query).one()
+        if row.kind != "orders":
+            raise CsvFormatError(f"this content was loaded as a catalog file ({row.original_name}), not as orders")
         if row.status == "completed":
             return row
         if row.status == "failed":
