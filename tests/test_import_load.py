@@ -194,6 +194,7 @@ def test_a_catalog_file_is_not_taken_for_an_order_file_or_the_other_way_round(en
     load_catalog(engine, write(tmp_path, "both.csv", catalog))
     with pytest.raises(CsvFormatError, match="loaded as a catalog file"):
         run_import(engine, tmp_path, catalog, name="both.csv")
-    run_import(engine, tmp_path, HEADER + "O1,2024-03-01,a@example.com,Ann,A,Apple,1,1\n", name="o.csv")
+    orders = HEADER.strip() + ",stock\nO1,2024-03-01,a@example.com,Ann,A,Apple,1,1,3\n"
+    run_import(engine, tmp_path, orders, name="o.csv")
     with pytest.raises(CsvFormatError, match="imported as an order file"):
         load_catalog(engine, tmp_path / "o.csv")
