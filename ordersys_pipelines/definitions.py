@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ordersys_pipelines.assets import analytics
+from ordersys_pipelines.imports_defs import defs as imports_defs
 from ordersys_pipelines.resources import build_resources
 from ordersys_pipelines.sensors import notifications as notifications_area
 from ordersys_pipelines.sensors import operations as operations_area
@@ -17,6 +18,7 @@ defs = dg.Definitions.merge(
     notifications_area.defs,
     analytics.defs,
     operations_area.defs,
+    imports_defs,
 )
 
 

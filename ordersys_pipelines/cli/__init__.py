@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ordersys_pipelines.cli import analytics, db, notifications, refunds, runs, status
+from ordersys_pipelines.cli import analytics, db, demo, imports, notifications, refunds, runs, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,3 +20,5 @@ main.add_command(refunds.refunds)
 main.add_command(notifications.notifications)
 main.add_command(analytics.kpi)
 main.add_command(analytics.leaderboard)
+for command in (imports.import_command, imports.generate_orders_command, imports.catalog, demo.demo):
+    main.add_command(command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ordersys_pipelines.resources.database import DatabaseResource
+from ordersys_pipelines.resources.imports import ImportsResource
 from ordersys_pipelines.resources.notifier import NotifierResource
 from ordersys_pipelines.resources.payment_gateway import PaymentGatewayResource
 from ordersys_pipelines.resources.redis import RedisResource
@@ -13,6 +14,12 @@ def build_resources(settings: Settings) -> dict:
     """The resources every job and asset shares, keyed by the names they ask for."""
     return {
         "database": DatabaseResource(url=settings.database_url),
+        "imports": ImportsResource(
+            inbox=str(settings.inbox),
+            chunk_rows=settings.chunk_rows,
+            default_stock=settings.default_stock,
+            timezone=settings.timezone,
+        ),
         "redis": RedisResource(url=settings.effective_redis_url, key_prefix=settings.redis_key_prefix),
         "gateway": PaymentGatewayResource(
             secret=settings.gateway_secret,
@@ -27,4 +34,11 @@ def build_resources(settings: Settings) -> dict:
     }
 
 
-__all__ = ["DatabaseResource", "NotifierResource", "PaymentGatewayResource", "RedisResource", "build_resources"]
+__all__ = [
+    "DatabaseResource",
+    "ImportsResource",
+    "NotifierResource",
+    "PaymentGatewayResource",
+    "RedisResource",
+    "build_resources",
+]

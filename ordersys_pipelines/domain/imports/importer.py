@@ -1,0 +1,342 @@
+"""Import one order file: stream → validate → stage chunk by chunk → merge once.
+
+State lives in `import_files` (one row per content hash): `importing` while chunks are being
+staged, then `completed` (or `failed`: unreadable, or every row rejected). A run that dies while
+`importing` leaves its committed chunks behind; the next run resumes after the last line they
+hold. A `completed` file is never imported twice, whatever its name.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, select, union_all, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ordersys_pipelines.db.engine import utcnow
+from ordersys_pipelines.db.schema import import_files, import_rejects, import_staging
+from ordersys_pipelines.domain.imports.csv_format import (
+    CsvFormatError,
+    parse_column_mapping,
+    resolve_order_layout,
+)
+from ordersys_pipelines.domain.imports.files import content_hash, partition_key
+from ordersys_pipelines.domain.imports.load import load_chunk
+from ordersys_pipelines.domain.imports.merge import mark_completed, merge_file
+from ordersys_pipelines.domain.imports.reader import CsvChunkReader, RawChunk
+from ordersys_pipelines.domain.imports.validate import ValidationOptions, validate_chunk
+
+SAMPLE_REJECTS = 10
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    chunk_rows: int = 50_000
+    default_stock: int = 0
+    timezone: str = "UTC"
+    date_format: str | None = None
+    columns: str | dict[str, str] | None = None  # "Source=canonical,..." mapping
+    encoding: str = "utf-8"
+
+
+@dataclass
+class ChunkProgress:
+    chunk_index: int
+    rows: int  # rows of this chunk (staged + rejected)
+    rejected: int
+    bytes_read: int
+    total_bytes: int
+
+
+@dataclass
+class ImportResult:
+    file_id: int
+    content_hash: str
+    name: str
+    partition_key: str
+    status: str  # completed | failed
+    already_imported: bool = False
+    rows_read: int = 0
+    lines_imported: int = 0
+    orders: int = 0
+    new_customers: int = 0
+    new_products: int = 0
+    rejected: int = 0
+    chunks: int = 0
+    resumed_after_line: int | None = None
+    rows_this_run: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    ignored_columns: list[str] = field(default_factory=list)
+    sample_rejects: list[tuple[int, str, str]] = field(default_factory=list)  # line, reason, raw text
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_this_run / self.seconds if self.seconds else 0.0
+
+
+class ImportSuperseded(RuntimeError):
+    """Another run took over this file; this one stops without touching it further."""
+
+
+ChunkCallback = Callable[[ChunkProgress], None]
+
+
+def import_order_file(
+    engine: Engine,
+    path: Path,
+    *,
+    options: ImportOptions = ImportOptions(),
+    name: str | None = None,
+    run_id: str | None = None,
+    on_chunk: ChunkCallback | None = None,
+) -> ImportResult:
+    """Import `path`. Raises CsvFormatError (after recording the file as failed) when the file
+    as a whole cannot be read; bad rows are rejects, never exceptions."""
+    started = time.perf_counter()
+    path = Path(path)
+    name = name or path.name
+    run_id = run_id or uuid.uuid4().hex
+    digest = content_hash(path)
+    key = partition_key(name, digest)
+    file_row = _claim_file(engine, digest, name, key, run_id)
+    file_id = file_row.id
+    if file_row.status == "completed":
+        result = _result_from_row(engine, file_id, already_imported=True)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    try:
+        mapping = parse_column_mapping(options.columns)
+        reader = CsvChunkReader(path, chunk_rows=options.chunk_rows, encoding=options.encoding)
+        layout = resolve_order_layout(reader.header, mapping)
+    except CsvFormatError as exc:
+        _fail(engine, file_id, run_id, str(exc))
+        raise
+
+    validation = ValidationOptions(
+        timezone=options.timezone, date_format=options.date_format, import_date=file_row.started_at
+    )
+    resume_line = _last_committed_line(engine, file_id) if file_row.chunks_committed else None
+    total_bytes = path.stat().st_size
+    rows_this_run = 0
+
+    def prepared():
+        for chunk in reader.chunks():
+            if resume_line is not None:
+                chunk = _after_line(chunk, resume_line)
+                if chunk is None:
+                    continue
+            yield chunk.index, validate_chunk(chunk, layout, validation)
+
+    try:
+        for index, validated in read_ahead(prepared()):
+            with engine.begin() as conn:
+                _assert_owner(conn, file_id, run_id)
+                load_chunk(conn, file_id, validated.rows, validated.rejects)
+            rows = validated.rows.num_rows + len(validated.rejects)
+            rows_this_run += rows
+            if on_chunk is not None:
+                on_chunk(ChunkProgress(index, rows, len(validated.rejects), reader.bytes_read, total_bytes))
+    except CsvFormatError as exc:
+        _fail(engine, file_id, run_id, str(exc))
+        raise
+    except ImportSuperseded:
+        raise
+    except Exception as exc:
+        _note_error(engine, file_id, run_id, f"{type(exc).__name__}: {exc}")
+        raise
+
+    try:
+        with engine.begin() as conn:
+            _assert_owner(conn, file_id, run_id)
+            counts = merge_file(conn, file_id, default_stock=options.default_stock)
+            rows_read = conn.execute(select(import_files.c.rows_read).where(import_files.c.id == file_id)).scalar_one()
+            error = None
+            status = "completed"
+            if rows_read and counts.lines_imported == 0:
+                status, error = "failed", f"every one of the {rows_read} rows was rejected"
+            mark_completed(conn, file_id, counts, status=status, error=error)
+    except ImportSuperseded:
+        raise
+    except Exception as exc:  # the merge rolled back; the staged chunks wait for the next run
+        _note_error(engine, file_id, run_id, f"{type(exc).__name__}: {exc}")
+        raise
+
+    result = _result_from_row(engine, file_id)
+    result.resumed_after_line = resume_line
+    result.rows_this_run = rows_this_run
+    result.ignored_columns = list(layout.ignored)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def read_ahead(items: Iterator, depth: int = 1) -> Iterator:
+    """Produce the next items in a thread while the caller works on the current one: parsing
+    and validating chunk k+1 (pyarrow, which releases the GIL) overlaps loading chunk k into the
+    database. At most `depth` items wait, so memory stays flat."""
+    done = object()
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        handoff.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handoff.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            handoff.put((done, exc))
+
+    worker = threading.Thread(target=produce, name="import-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
+
+
+def _claim_file(engine: Engine, digest: str, name: str, key: str, run_id: str):
+    """The file's row, created when new; a failed file starts over, an interrupted one resumes.
+    Taking it over (run_id) makes any other run still working on it stop at its next chunk."""
+    with engine.begin() as conn:
+        upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(
+            upsert(import_files)
+            .values(content_hash=digest, original_name=name, partition_key=key, kind="orders", started_at=utcnow())
+            .on_conflict_do_nothing(index_elements=[import_files.c.content_hash])
+        )
+        query = select(import_files).where(import_files.c.content_hash == digest)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).one()
+        if row.kind != "orders":
+            raise CsvFormatError(f"this content was loaded as a catalog file ({row.original_name}), not as orders")
+        if row.status == "completed":
+            return row
+        if row.status == "failed":
+            # Failed as a whole (bad header, every row rejected ...): start again from scratch,
+            # perhaps with other options this time.
+            conn.execute(delete(import_rejects).where(import_rejects.c.file_id == row.id))
+            conn.execute(delete(import_staging).where(import_staging.c.file_id == row.id))
+            reset = dict(rows_read=0, rejected_rows=0, chunks_committed=0, lines_imported=0, orders_imported=0,
+                         new_customers=0, new_products=0, finished_at=None)
+        else:
+            reset = {}
+        conn.execute(
+            update(import_files)
+            .where(import_files.c.id == row.id)
+            .values(status="importing", error=None, run_id=run_id, partition_key=key, **reset)
+        )
+        return conn.execute(select(import_files).where(import_files.c.id == row.id)).one()
+
+
+def _assert_owner(conn, file_id: int, run_id: str) -> None:
+    query = select(import_files.c.run_id).where(import_files.c.id == file_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    owner = conn.execute(query).scalar_one()
+    if owner != run_id:
+        raise ImportSuperseded(f"run {owner} has taken over this file")
+
+
+def _last_committed_line(engine: Engine, file_id: int) -> int | None:
+    """The last line the committed chunks hold: chunks commit whole and in file order."""
+    lines = union_all(
+        select(func.max(import_staging.c.line_number).label("line")).where(import_staging.c.file_id == file_id),
+        select(func.max(import_rejects.c.line_number).label("line")).where(import_rejects.c.file_id == file_id),
+    ).subquery()
+    with engine.connect() as conn:
+        return conn.execute(select(func.max(lines.c.line))).scalar()
+
+
+def _after_line(chunk: RawChunk, line: int) -> RawChunk | None:
+    """The part of a chunk after `line` (None when it was committed before)."""
+    malformed = [r for r in chunk.malformed if r.line_number > line]
+    keep = chunk.line_numbers > line
+    if not keep.any() and not malformed:
+        return None
+    if keep.all():
+        chunk.malformed = malformed
+        return chunk
+    kept = chunk.take(keep) if keep.any() else chunk.take(np.zeros(chunk.num_rows, dtype=bool))
+    kept.malformed = malformed
+    return kept
+
+
+def _fail(engine: Engine, file_id: int, run_id: str, error: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(import_files)
+            .where(import_files.c.id == file_id, import_files.c.run_id == run_id)
+            .values(status="failed", error=error, finished_at=utcnow())
+        )
+
+
+def _note_error(engine: Engine, file_id: int, run_id: str, error: str) -> None:
+    """An unexpected error leaves the file `importing` (the next run resumes) but says why."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(import_files)
+            .where(import_files.c.id == file_id, import_files.c.run_id == run_id)
+            .values(error=error[:2000])
+        )
+
+
+def import_summary(engine: Engine, digest: str) -> ImportResult | None:
+    """What the database records about the file with this content (None: never seen)."""
+    with engine.connect() as conn:
+        file_id = conn.execute(select(import_files.c.id).where(import_files.c.content_hash == digest)).scalar()
+    return _result_from_row(engine, file_id) if file_id is not None else None
+
+
+def _result_from_row(engine: Engine, file_id: int, *, already_imported: bool = False) -> ImportResult:
+    with engine.connect() as conn:
+        row = conn.execute(select(import_files).where(import_files.c.id == file_id)).one()
+        sample = conn.execute(
+            select(import_rejects.c.line_number, import_rejects.c.reason, import_rejects.c.raw_text)
+            .where(import_rejects.c.file_id == file_id)
+            .order_by(import_rejects.c.line_number)
+            .limit(SAMPLE_REJECTS)
+        ).all()
+    return ImportResult(
+        file_id=row.id,
+        content_hash=row.content_hash,
+        name=row.original_name,
+        partition_key=row.partition_key or "",
+        status=row.status,
+        already_imported=already_imported,
+        rows_read=row.rows_read,
+        lines_imported=row.lines_imported,
+        orders=row.orders_imported,
+        new_customers=row.new_customers,
+        new_products=row.new_products,
+        rejected=row.rejected_rows,
+        chunks=row.chunks_committed,
+        error=row.error,
+        sample_rejects=[tuple(r) for r in sample],
+    )

@@ -1,0 +1,274 @@
+"""Turn a file's staged rows into customers, products, orders and order lines, set-wise.
+
+Runs once, after every chunk of the file is staged, in ONE transaction: either the whole file's
+orders appear (and the file is `completed`, which is what makes its orders eligible for the
+workflow) or none do. So the lines of one order are imported together even when they lie far
+apart in the file or straddle chunks.
+
+An order_ref that an earlier file brought in is replaced (header and lines) while that order is
+still `created`; once it has moved on, this file's lines for it are rejected naming the order
+and its state. Lines of one order_ref that name different customers are rejected too, because
+either choice would attribute goods to the wrong customer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ordersys_pipelines.db.engine import utcnow
+from ordersys_pipelines.db.schema import (
+    customers,
+    import_files,
+    import_rejects,
+    import_staging,
+    order_lines,
+    orders,
+    products,
+)
+
+_temp = MetaData()
+# One row per order_ref of the file being merged (dropped at commit / after the merge).
+file_orders = Table(
+    "tmp_import_orders",
+    _temp,
+    Column("order_ref", String(100), nullable=False),
+    Column("order_date", DateTime, nullable=False),
+    Column("customer_email", String(320)),
+    Column("customer_ref", String(100)),
+    Column("customer_name", String(200), nullable=False),
+    Column("key_min", String(320)),
+    Column("key_max", String(320)),
+    Column("total_cents", BigInteger, nullable=False),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
+)
+
+
+@dataclass
+class MergeCounts:
+    lines_imported: int = 0
+    orders: int = 0
+    new_customers: int = 0
+    new_products: int = 0
+    rejected: int = 0
+
+
+def _upsert(conn: Connection):
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def _staged_text():
+    """A staged row written back as CSV-like text, for rejects found at merge time."""
+    s = import_staging.c
+    parts = [
+        s.order_ref, func.cast(s.order_date, String), func.coalesce(s.customer_email, s.customer_ref),
+        s.customer_name, s.sku, s.product_name, func.cast(s.quantity, String), func.cast(s.unit_price_cents, String),
+    ]
+    text = parts[0]
+    for part in parts[1:]:
+        text = text + literal(",") + part
+    return text.label("raw_text")
+
+
+def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCounts:
+    counts = MergeCounts()
+    pg = conn.dialect.name == "postgresql"
+    upsert = _upsert(conn)
+    s = import_staging
+    staged = s.c.file_id == file_id
+    now = utcnow()
+    if pg:
+        # Room to hash and sort a large file in memory; fresh statistics after the bulk load
+        # (else the planner takes the table for empty and picks nested loops) — a small sample
+        # is enough to choose hash joins.
+        conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+        conn.exec_driver_sql("SET LOCAL default_statistics_target = 10")
+        conn.exec_driver_sql("ANALYZE import_staging")
+    else:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS temp.tmp_import_orders")
+
+    # Products first seen here start with the default stock.
+    statement = upsert(products).from_select(
+        ["sku", "name", "price_cents", "stock", "reserved", "created_at", "updated_at"],
+        select(
+            s.c.sku, func.max(s.c.product_name), func.max(s.c.unit_price_cents), literal(default_stock, BigInteger),
+            literal(0, BigInteger), literal(now, DateTime), literal(now, DateTime),
+        )
+        .where(staged)
+        .group_by(s.c.sku),
+    ).on_conflict_do_nothing(index_elements=[products.c.sku])
+    counts.new_products = _rowcount(conn, statement)
+
+    # The file's orders: date of the earliest line, total of all lines, and the customer key range.
+    file_orders.create(conn)
+    customer_key = func.coalesce(s.c.customer_email, s.c.customer_ref)
+    conn.execute(
+        insert(file_orders).from_select(
+            ["order_ref", "order_date", "customer_email", "customer_ref", "customer_name", "key_min", "key_max",
+             "total_cents"],
+            select(
+                s.c.order_ref, func.min(s.c.order_date), func.min(s.c.customer_email), func.min(s.c.customer_ref),
+                func.max(s.c.customer_name), func.min(customer_key), func.max(customer_key),
+                func.sum(s.c.quantity * s.c.unit_price_cents),
+            )
+            .where(staged)
+            .group_by(s.c.order_ref),
+        )
+    )
+    if pg:
+        conn.exec_driver_sql("ANALYZE tmp_import_orders")
+    t = file_orders.c
+    joined = and_(staged, s.c.order_ref == t.order_ref)
+
+    mixed = t.key_min != t.key_max
+    if conn.execute(select(exists().where(mixed))).scalar():
+        reason = (
+            literal("order ") + t.order_ref + literal(" has lines for different customers (") + t.key_min
+            + literal(", ") + t.key_max + literal("); none of its lines were imported")
+        )
+        counts.rejected += _reject(conn, file_id, select(s.c.line_number, _staged_text(), reason).where(joined, mixed))
+        conn.execute(delete(file_orders).where(mixed))
+
+    # Customers (from the file's orders, a quarter of its lines), keyed by e-mail, or by the
+    # shop's customer id in files without e-mail.
+    for key, target, keyed in (
+        (t.customer_email, customers.c.email, t.customer_email.is_not(None)),
+        (t.customer_ref, customers.c.customer_ref, and_(t.customer_email.is_(None), t.customer_ref.is_not(None))),
+    ):
+        statement = upsert(customers).from_select(
+            [target.name, "name", "created_at"],
+            select(key, func.max(t.customer_name), literal(now, DateTime)).where(keyed).group_by(key),
+        ).on_conflict_do_nothing(index_elements=[target])
+        counts.new_customers += _rowcount(conn, statement)
+
+    # Orders an earlier file brought in: lock them so the workflow cannot move them meanwhile.
+    existing = select(orders.c.id, orders.c.status).where(orders.c.order_ref.in_(select(t.order_ref)))
+    if pg:
+        existing = existing.with_for_update(of=orders)
+    existing_count = conn.execute(select(func.count()).select_from(existing.subquery())).scalar_one()
+    if existing_count:
+        moved_on = and_(orders.c.order_ref == t.order_ref, orders.c.status != "created")
+        reason = (
+            literal("order ") + orders.c.order_ref + literal(" is already ") + orders.c.status
+            + literal("; its lines can no longer be replaced")
+        )
+        counts.rejected += _reject(
+            conn, file_id, select(s.c.line_number, _staged_text(), reason)
+            .select_from(s.join(file_orders, joined).join(orders, moved_on))
+            .where(staged)
+        )
+        replaced = select(orders.c.id).where(orders.c.order_ref.in_(select(t.order_ref)), orders.c.status == "created")
+        conn.execute(delete(order_lines).where(order_lines.c.order_id.in_(replaced)))
+
+    # Headers: replace those still `created`, insert the new ones (a plain INSERT: ON CONFLICT's
+    # speculative insertion costs a third more, and a concurrent insert of the same order_ref
+    # fails the merge, whose retry then takes the replace path).
+    columns = ["order_ref", "customer_id", "order_date", "status", "status_changed_at", "total_cents",
+               "import_file_id", "created_at", "updated_at"]
+    for key, target, keyed in (
+        (t.customer_email, customers.c.email, t.customer_email.is_not(None)),
+        (t.customer_ref, customers.c.customer_ref, t.customer_email.is_(None)),
+    ):
+        if existing_count:
+            counts.orders += _rowcount(
+                conn,
+                update(orders)
+                .where(orders.c.order_ref == t.order_ref, orders.c.status == "created", target == key, keyed)
+                .values(customer_id=customers.c.id, order_date=t.order_date, total_cents=t.total_cents,
+                        import_file_id=file_id, updated_at=now),
+            )
+        source = select(
+            t.order_ref, customers.c.id, t.order_date, literal("created"), literal(now, DateTime), t.total_cents,
+            literal(file_id, BigInteger), literal(now, DateTime), literal(now, DateTime),
+        ).select_from(file_orders.join(customers, target == key)).where(keyed)
+        # In date order: the order_ref, date and status indexes then grow at their right edge.
+        source = source.order_by(t.order_date, t.order_ref)
+        if existing_count:
+            source = source.where(~exists().where(orders.c.order_ref == t.order_ref))
+        counts.orders += _rowcount(conn, insert(orders).from_select(columns, source))
+
+    # Lines, numbered in file order within each order.
+    line_no = func.row_number().over(partition_by=orders.c.id, order_by=s.c.line_number)
+    counts.lines_imported = _rowcount(
+        conn,
+        insert(order_lines).from_select(
+            ["order_id", "line_no", "product_id", "quantity", "unit_price_cents"],
+            select(orders.c.id, line_no, products.c.id, s.c.quantity, s.c.unit_price_cents)
+            .select_from(
+                s.join(orders, and_(orders.c.order_ref == s.c.order_ref, orders.c.import_file_id == file_id))
+                .join(products, products.c.sku == s.c.sku)
+            )
+            .where(staged),
+        ),
+    )
+
+    _clear_staging(conn, file_id)
+    if not pg:
+        file_orders.drop(conn)
+    return counts
+
+
+def _clear_staging(conn: Connection, file_id: int) -> None:
+    """Remove the file's staged rows. On PostgreSQL, when no other file is staging (the usual
+    case), TRUNCATE instead of deleting a million rows one by one; the table lock taken first
+    keeps other imports from adding rows between the check and the truncate."""
+    s = import_staging
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE import_staging IN ACCESS EXCLUSIVE MODE")
+        # Two probes of the (file_id, line_number) index rather than a scan of the whole table.
+        others = conn.execute(
+            select(exists().where(s.c.file_id < file_id) | exists().where(s.c.file_id > file_id))
+        ).scalar()
+        if not others:
+            conn.exec_driver_sql("TRUNCATE import_staging")
+            return
+    conn.execute(delete(s).where(s.c.file_id == file_id))
+
+
+def _reject(conn: Connection, file_id: int, rows) -> int:
+    """Insert (line_number, raw_text, reason) rows of `rows` as rejects of the file."""
+    source = rows.add_columns(literal(file_id, BigInteger).label("file_id"))
+    return _rowcount(conn, insert(import_rejects).from_select(["line_number", "raw_text", "reason", "file_id"], source))
+
+
+def _rowcount(conn: Connection, statement) -> int:
+    """Rows an INSERT … SELECT wrote (SQLAlchemy 2.1 keeps that rowcount only when asked to)."""
+    return conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
+
+
+def mark_completed(conn: Connection, file_id: int, counts: MergeCounts, *, status: str, error: str | None) -> None:
+    conn.execute(
+        update(import_files)
+        .where(import_files.c.id == file_id)
+        .values(
+            status=status,
+            error=error,
+            lines_imported=counts.lines_imported,
+            orders_imported=counts.orders,
+            new_customers=counts.new_customers,
+            new_products=counts.new_products,
+            rejected_rows=import_files.c.rejected_rows + counts.rejected,
+            finished_at=utcnow(),
+        )
+    )
+
+
