@@ -30,4 +30,5 @@ class PaymentGatewayResource(dg.ConfigurableResource):
             duplicate_rate=self.duplicate_rate,
             refund_failure_rate=self.refund_failure_rate,
             seed=self.seed,
+            callback_tolerance_seconds=self.callback_tolerance_seconds,
         )
