@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ordersys_pipelines.cli import db
+from ordersys_pipelines.cli import db, orders, payments, process
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,3 +13,7 @@ def main() -> None:
 
 
 main.add_command(db.db)
+main.add_command(orders.orders)
+main.add_command(payments.payments)
+main.add_command(payments.webhook)
+main.add_command(process.process)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.payment_gateway import PaymentGatewayResource
 from ordersys_pipelines.resources.redis import RedisResource
+from ordersys_pipelines.resources.workflow import WorkflowSettingsResource
 from ordersys_pipelines.settings import Settings
 
 
@@ -22,7 +23,18 @@ def build_resources(settings: Settings) -> dict:
             seed=settings.gateway_seed,
             callback_tolerance_seconds=settings.callback_tolerance_seconds,
         ),
+        "workflow": WorkflowSettingsResource(
+            batch_size=settings.batch_size,
+            claim_lease_seconds=settings.claim_lease_seconds,
+            payment_timeout_seconds=settings.payment_timeout_seconds,
+        ),
     }
 
 
-__all__ = ["DatabaseResource", "PaymentGatewayResource", "RedisResource", "build_resources"]
+__all__ = [
+    "DatabaseResource",
+    "PaymentGatewayResource",
+    "RedisResource",
+    "WorkflowSettingsResource",
+    "build_resources",
+]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import dagster as dg
+from collections.abc import Sequence
+from datetime import datetime
 
+import dagster as dg
+from sqlalchemy import Connection
+
+from ordersys_pipelines.domain.payments import gateway
 from ordersys_pipelines.domain.payments.config import DEFAULT_DECLINE_REASONS, GatewayConfig
 
 
@@ -32,3 +37,9 @@ class PaymentGatewayResource(dg.ConfigurableResource):
             seed=self.seed,
             callback_tolerance_seconds=self.callback_tolerance_seconds,
         )
+
+    def initiate(
+        self, conn: Connection, requests: Sequence[gateway.PaymentRequest], now: datetime | None = None
+    ) -> dict[int, str]:
+        """Start payments; order id → payment reference (see domain.payments.gateway.initiate)."""
+        return gateway.initiate(conn, requests, self.config, now)
