@@ -50,8 +50,10 @@ def _lines(conn: Connection, details: OrderDetails, currency: str) -> Table:
 
 def _events(conn: Connection, details: OrderDetails, currency: str) -> Table:
     table = Table(title="Audit trail", title_justify="left")
-    for column in ("time (UTC)", "from", "to", "reason", "run"):
-        table.add_column(column)
+    for column in ("time (UTC)", "from", "to"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason")
+    table.add_column("run", no_wrap=True)
     for event in details.events:
         table.add_row(f"{event.created_at:%Y-%m-%d %H:%M:%S}", event.from_status or "", event.to_status,
                       event.reason or "", (event.run_id or "")[:8])

@@ -90,10 +90,13 @@ def _summary(result: dg.ExecuteInProcessResult) -> str:
 
 
 def run_stage(stage: Stage, settings: Settings, instance: dg.DagsterInstance, resources: dict) -> dg.ExecuteInProcessResult:
+    run_config = dict(stage.run_config(settings)) if stage.run_config else {}
+    # Progress lines are this command's output; the runs' event logs stay in the instance (UI).
+    run_config.setdefault("loggers", {"console": {"config": {"log_level": "WARNING"}}})
     return stage.job.execute_in_process(
         instance=instance,
         resources=resources,
-        run_config=stage.run_config(settings) if stage.run_config else None,
+        run_config=run_config,
         tags={"ordersys/batch_size": str(settings.batch_size), "ordersys/launched_by": "ordersys process"},
         raise_on_error=False,
     )
