@@ -106,7 +106,8 @@ def test_a_crashed_runs_claim_lapses_and_another_run_takes_the_orders(engine):
     assert len(_reserve(engine, run="run-2").reserved) == 2
     with engine.connect() as conn:
         assert statuses(conn) == {"O-1": "reserved", "O-2": "reserved"}
-        assert conn.execute(select(orders.c.claimed_by).distinct()).scalars().all() == [None]
+        # The reserving run keeps its claim for its next step (starting the payments).
+        assert conn.execute(select(orders.c.claimed_by).distinct()).scalars().all() == ["run-2"]
         assert stock(conn) == {"A": (10, 2)}
         # The dead run coming back to life finds nothing of its own to reserve.
         assert reserve_claimed(conn, claimed, claimant="dead-run", run_id="dead-run").reserved == []

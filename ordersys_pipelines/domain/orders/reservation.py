@@ -129,7 +129,9 @@ def reserve_claimed(
     )
 
     inventory.add_reserved(conn, allocation.taken, now)
-    transition(conn, allocation.reserved, RESERVED, None, run_id, expected_from=CREATED, now=now)
+    # The run keeps its claim on what it reserved: its next op starts those payments without
+    # claiming them again; if the run dies, the lease lapses and any run takes them.
+    transition(conn, allocation.reserved, RESERVED, None, run_id, expected_from=CREATED, now=now, keep_claim=True)
     if allocation.failed:
         transition(conn, allocation.failed.keys(), FAILED, allocation.failed, run_id, expected_from=CREATED, now=now)
         enqueue_for_orders(conn, "order_failed", select(orders.c.id).where(in_ids(conn, orders.c.id, allocation.failed)))

@@ -89,13 +89,17 @@ def transition(
     *,
     expected_from: str | Iterable[str] | None = None,
     now: datetime | None = None,
+    keep_claim: bool = False,
+    set_columns: Mapping[str, Mapping[int, str]] | None = None,
 ) -> int:
     """Move every order in `order_ids` to `to_status` and record one event each; all or none.
 
     `reason` is one text for all orders or a mapping order id → text; it becomes the orders'
     `status_reason` (what notifications tell the customer). `expected_from` narrows the states
     the caller expects the orders in. Raises IllegalTransition (nothing changed) when any order
-    may not make the move. Ends any claim on the orders. Returns the number of orders moved.
+    may not make the move. Ends any claim on the orders unless `keep_claim` (the same run goes
+    on with them). `set_columns` sets further text columns per order in the same UPDATE (e.g.
+    the payment reference) — one write per order, not two. Returns the number of orders moved.
     """
     ids = sorted(set(order_ids))
     if not ids:
@@ -109,10 +113,19 @@ def transition(
 
     now = now or utcnow()
     source = select(orders.c.id, orders.c.status).where(in_ids(conn, orders.c.id, ids))
-    if isinstance(reason, Mapping):
-        reasons = rowset(conn, ((i, reason.get(i)) for i in ids), [("id", BigInteger()), ("reason", Text())], "reasons")
-        source = source.add_columns(reasons.c.reason).join(reasons, reasons.c.id == orders.c.id)
-        new_reason = reasons.c.reason
+    extra = dict(set_columns or {})
+    per_order = None
+    if isinstance(reason, Mapping) or extra:
+        names = ["reason", *extra]
+        per_order = rowset(
+            conn,
+            ((i, reason.get(i) if isinstance(reason, Mapping) else reason, *(extra[c].get(i) for c in extra))
+             for i in ids),
+            [("id", BigInteger()), *((name, Text()) for name in names)],
+            "per_order",
+        )
+        source = source.add_columns(per_order.c.reason).join(per_order, per_order.c.id == orders.c.id)
+        new_reason = per_order.c.reason
     else:
         source = source.add_columns(literal(reason, Text()) if reason is not None else null())
         new_reason = reason
@@ -124,18 +137,13 @@ def transition(
     )
 
     statement = update(orders).where(in_ids(conn, orders.c.id, ids), orders.c.status.in_(sorted(sources(to_status))))
-    if isinstance(reason, Mapping):
-        statement = statement.where(orders.c.id == reasons.c.id)
-    moved = conn.execute(
-        statement.values(
-            status=to_status,
-            status_reason=new_reason,
-            status_changed_at=now,
-            updated_at=now,
-            claimed_by=None,
-            claim_expires_at=None,
-        )
-    ).rowcount
+    values = {"status": to_status, "status_reason": new_reason, "status_changed_at": now, "updated_at": now}
+    if per_order is not None:
+        statement = statement.where(orders.c.id == per_order.c.id)
+        values.update({column: per_order.c[column] for column in extra})
+    if not keep_claim:
+        values.update(claimed_by=None, claim_expires_at=None)
+    moved = conn.execute(statement.values(**values)).rowcount
     if moved != len(ids):  # the caller did not lock the orders and someone else moved them
         raise RuntimeError(f"{len(ids) - moved} of {len(ids)} orders changed state concurrently; retry")
     return moved

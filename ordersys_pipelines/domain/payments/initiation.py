@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, Text, select, update
+from sqlalchemy import Connection, Engine, select
 
 from ordersys_pipelines.db.engine import utcnow
-from ordersys_pipelines.db.rowsets import in_ids, rowset
+from ordersys_pipelines.db.rowsets import in_ids
 from ordersys_pipelines.db.schema import orders
 from ordersys_pipelines.domain import claims
 from ordersys_pipelines.domain.orders.reservation import FIFO
@@ -33,6 +33,14 @@ def claim_reserved(conn: Connection, *, limit: int, claimant: str, lease_seconds
     )
 
 
+def own_reserved(conn: Connection, *, limit: int, claimant: str) -> list[int]:
+    """Reserved orders still claimed by `claimant` (the reservation keeps its claim)."""
+    return list(conn.execute(
+        select(orders.c.id).where(orders.c.status == RESERVED, orders.c.claimed_by == claimant)
+        .order_by(*FIFO).limit(limit)
+    ).scalars())
+
+
 def initiate_claimed(
     conn: Connection,
     order_ids: Sequence[int],
@@ -52,11 +60,9 @@ def initiate_claimed(
     if not requests:
         return InitiationResult(claimed=len(order_ids))
     refs = gateway.initiate(conn, requests, config, now)
-    assigned = rowset(conn, refs.items(), [("id", orders.c.id.type), ("payment_ref", Text())], "refs")
-    conn.execute(update(orders).where(orders.c.id == assigned.c.id).values(payment_ref=assigned.c.payment_ref))
     transition(
         conn, refs, AWAITING_PAYMENT, {i: f"payment {ref} initiated" for i, ref in refs.items()}, run_id,
-        expected_from=RESERVED, now=now,
+        expected_from=RESERVED, now=now, set_columns={"payment_ref": refs},
     )
     return InitiationResult(len(order_ids), refs, sum(r.amount_cents for r in requests))
 
@@ -64,9 +70,12 @@ def initiate_claimed(
 def initiate_batch(
     engine: Engine, *, config: GatewayConfig, batch_size: int, claimant: str, lease_seconds: int, run_id: str | None
 ) -> InitiationResult:
-    """Claim up to `batch_size` reserved orders (committed), then start their payments."""
+    """Start payments for up to `batch_size` reserved orders: those `claimant` reserved itself
+    (it kept their claim) first, then others' whose claim lapsed or ended (claimed, committed)."""
     with engine.begin() as conn:
-        ids = claim_reserved(conn, limit=batch_size, claimant=claimant, lease_seconds=lease_seconds)
+        ids = own_reserved(conn, limit=batch_size, claimant=claimant)
+        if len(ids) < batch_size:
+            ids += claim_reserved(conn, limit=batch_size - len(ids), claimant=claimant, lease_seconds=lease_seconds)
     if not ids:
         return InitiationResult()
     with engine.begin() as conn:
