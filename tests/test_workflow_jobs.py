@@ -64,9 +64,10 @@ def test_oversell_two_concurrent_workflow_runs_on_postgres(pg_url):
     barrier, results = threading.Barrier(2), []
 
     def run() -> None:
-        barrier.wait()
-        results.append(order_workflow.execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(), resources=resources, run_config=_batch(order_workflow, 25)))
+        with dg.DagsterInstance.ephemeral() as instance:  # created and closed in this thread
+            barrier.wait()
+            results.append(order_workflow.execute_in_process(
+                instance=instance, resources=resources, run_config=_batch(order_workflow, 25)))
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for t in threads:
