@@ -29,6 +29,13 @@ def test_allocation_is_fifo_and_a_failed_order_consumes_nothing():
     assert result.taken == {10: 4, 11: 1}
 
 
+def test_allocation_names_unknown_products_and_orders_without_lines():
+    result = allocate([1, 2], {1: {99: 2, 10: 1}}, {10: 5}, {10: "P"})
+    assert result.reserved == [] and result.taken == {}
+    assert result.failed == {1: "insufficient stock: unknown product #99 needed 2",
+                             2: "no order lines: nothing to reserve"}
+
+
 def test_all_or_nothing_per_order_with_each_short_sku_named(engine):
     with engine.begin() as conn:
         add_products(conn, {"APPLE": 5, "PEAR": 1, "PLUM": 0})
