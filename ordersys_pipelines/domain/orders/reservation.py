@@ -120,7 +120,7 @@ def reserve_claimed(
         )
     ):
         needs[order_id][product_id] = needs[order_id].get(product_id, 0) + quantity
-    stock = inventory.lock_products_of_orders(conn, ids)
+    stock = inventory.lock_products(conn, {p for wanted in needs.values() for p in wanted})
     allocation = allocate(
         fifo,
         needs,
