@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ordersys_pipelines import workflow_defs
 from ordersys_pipelines.resources import build_resources
 from ordersys_pipelines.settings import get_settings
-from ordersys_pipelines.workflow_defs import defs as workflow_defs
 
 defs = dg.Definitions.merge(
     dg.Definitions(resources=build_resources(get_settings())),
-    workflow_defs,
+    workflow_defs.defs,
 )

@@ -227,3 +227,14 @@ def test_conservation_after_processing_everything(db_url, engine):
     for sku, (stock_after, reserved) in after.items():
         assert reserved == 0
         assert before[sku] - stock_after == sold[sku], sku
+
+
+def test_definitions_carry_the_workflow_jobs_sensors_and_resources():
+    from ordersys_pipelines.definitions import defs
+
+    repository = defs.get_repository_def()
+    assert {"order_workflow", "payment_settlement"} <= {job.name for job in repository.get_all_jobs()}
+    assert {"order_workflow_sensor", "payment_settlement_sensor", "workflow_after_import_sensor"} <= {
+        sensor.name for sensor in repository.sensor_defs}
+    assert repository.get_job("order_workflow").tags["ordersys/stage"] == "workflow"
+    assert repository.get_job("payment_settlement").tags["ordersys/stage"] == "settlement"
