@@ -129,6 +129,7 @@ def test_duplicate_callback_is_stored_once_and_counted(engine):
         ({"timestamp_offset": +400}, "tolerance 300 s"),
         ({"header": "sha256=deadbeef"}, "malformed signature header"),
         ({"header": None}, "missing Ordersys-Signature header"),
+        ({"header": "t=1,v1=" + "0" * 300}, "longer than 200 characters"),
     ],
 )
 def test_forged_or_stale_callbacks_are_stored_as_rejected_and_change_nothing(engine, tamper, reason):

@@ -128,6 +128,8 @@ def receive(
     try:
         if not signature_header:
             raise CallbackError(f"missing {SIGNATURE_HEADER} header")
+        if len(signature_header) > 200:
+            raise CallbackError(f"{SIGNATURE_HEADER} header longer than 200 characters")
         signed_at = verify(raw_payload, signature_header, config.secret, config.callback_tolerance_seconds, epoch(now))
         event = parse_event(raw_payload)
     except (SignatureError, CallbackError) as exc:
