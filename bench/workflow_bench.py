@@ -7,7 +7,11 @@ run calls the same domain functions the `order_workflow` and `payment_settlement
 (reserve_batch, initiate_batch, settle_batch). Everything happens in a database of its own
 (unique name, dropped at the end).
 
-    python bench/workflow_bench.py [--orders 300000] [--subset 10000] [--batch-size 10000]
+    python bench/workflow_bench.py [--orders 300000] [--subset 10000] [--batch-size 10000] [--workers 2]
+
+`--workers` set-based loops run at once, as the concurrent runs the sensors start would (each
+claims its own batches). The one-order-per-transaction baseline runs on one connection, as one
+worker of the old queue did.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -148,13 +154,14 @@ def per_order(engine, order_ids: list[int]) -> dict:
                          {"r": ref, "id": order_id})
             conn.execute(text("INSERT INTO order_events (order_id, from_status, to_status, run_id) "
                               "VALUES (:id, 'reserved', 'awaiting_payment', :run)"), {"id": order_id, "run": run})
+            event_id = json.loads(payload)["event_id"]
             conn.execute(text("INSERT INTO payment_callbacks (event_id, payment_ref, payload, signature, signed_at) "
                               "VALUES (:e, :r, :p, :s, :t)"),
-                         {"e": json.loads(payload)["event_id"], "r": ref, "p": payload.decode(),
+                         {"e": event_id, "r": ref, "p": payload.decode(),
                           "s": sign(payload, CONFIG.secret, int(time.time())), "t": int(time.time())})
-        with engine.begin() as conn:  # settle the callback
-            callback = conn.execute(text("SELECT id, payload, signature FROM payment_callbacks WHERE payment_ref = :r "
-                                         "AND status = 'pending' FOR UPDATE"), {"r": ref}).one()
+        with engine.begin() as conn:  # settle the callback (found by its event id, as a webhook worker would)
+            callback = conn.execute(text("SELECT id, payload, signature FROM payment_callbacks WHERE event_id = :e "
+                                         "AND status = 'pending' FOR UPDATE"), {"e": event_id}).one()
             verify(callback.payload.encode(), callback.signature, CONFIG.secret, 300)
             event = json.loads(callback.payload)
             order = conn.execute(text("SELECT id, total_cents FROM orders WHERE payment_ref = :r FOR UPDATE"),
@@ -180,11 +187,13 @@ def per_order(engine, order_ids: list[int]) -> dict:
 
 
 def main() -> None:
+    # A terminated benchmark still drops its database (the `finally` below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--orders", type=int, default=300_000)
     parser.add_argument("--subset", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, default=1, help="concurrent set-based loops (like concurrent runs)")
+    parser.add_argument("--workers", type=int, default=2, help="concurrent set-based loops (like concurrent runs)")
     args = parser.parse_args()
 
     name = f"ordersys_bench_workflow_{os.getpid()}_{uuid.uuid4().hex[:6]}"
