@@ -5,16 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import select, update
-from workflow_helpers import BASE_DATE, add_import_file, add_order, add_products, statuses, stock
+from workflow_helpers import (
+    BASE_DATE,
+    add_import_file,
+    add_order,
+    add_products,
+    gateway_config,
+    statuses,
+    stock,
+)
 
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import notifications, orders
-from ordersys_pipelines.domain.orders.reservation import (
-    allocate,
-    claim_created,
-    reserve_batch,
-    reserve_claimed,
-)
+from ordersys_pipelines.domain.orders.reservation import allocate, reserve_batch
+from ordersys_pipelines.domain.payments.initiation import initiate_batch
 
 
 def _reserve(engine, batch_size: int = 100, run: str = "run-1"):
@@ -98,34 +102,37 @@ def test_batches_respect_the_batch_size(engine):
         assert [r for r, s in sorted(statuses(conn).items()) if s == "reserved"] == ["O-0", "O-1", "O-2"]
 
 
-def test_a_crashed_runs_claim_lapses_and_another_run_takes_the_orders(engine):
+def test_orders_under_a_live_claim_wait_for_its_lease(engine):
+    """Orders a run has claimed (a stamp with a lease) and abandoned are left alone until the
+    lease lapses; then another run takes them."""
     with engine.begin() as conn:
         add_products(conn, {"A": 10})
         add_order(conn, "O-1", [("A", 1)])
         add_order(conn, "O-2", [("A", 1)])
-    # The run claims, commits the claim, and dies before reserving.
-    with engine.begin() as conn:
-        claimed = claim_created(conn, limit=10, claimant="dead-run", lease_seconds=60)
-    assert len(claimed) == 2
-    assert _reserve(engine, run="run-2").claimed == 0  # still leased to the dead run
+        conn.execute(update(orders).values(claimed_by="dead-run", claim_expires_at=utcnow() + timedelta(seconds=60)))
+    assert _reserve(engine, run="run-2").claimed == 0
     with engine.begin() as conn:
         conn.execute(update(orders).values(claim_expires_at=utcnow() - timedelta(seconds=1)))
     assert len(_reserve(engine, run="run-2").reserved) == 2
     with engine.connect() as conn:
         assert statuses(conn) == {"O-1": "reserved", "O-2": "reserved"}
-        # The reserving run keeps its claim for its next step (starting the payments).
-        assert conn.execute(select(orders.c.claimed_by).distinct()).scalars().all() == ["run-2"]
         assert stock(conn) == {"A": (10, 2)}
-        # The dead run coming back to life finds nothing of its own to reserve.
-        assert reserve_claimed(conn, claimed, claimant="dead-run", run_id="dead-run").reserved == []
+        # The reserving run holds a claim on them for its next step (starting the payments).
+        claimed = conn.execute(select(orders.c.claimed_by, orders.c.claim_expires_at)).all()
+    assert {c for c, _ in claimed} == {"run-2"} and all(e > utcnow() for _, e in claimed)
 
 
-def test_a_claimed_order_cancelled_before_reservation_is_skipped(engine):
+def test_a_run_that_dies_after_reserving_leaves_its_payments_to_others_after_the_lease(engine):
+    config = gateway_config()
     with engine.begin() as conn:
         add_products(conn, {"A": 10})
         add_order(conn, "O-1", [("A", 1)])
-        ids = claim_created(conn, limit=10, claimant="run-1", lease_seconds=60)
-        conn.execute(update(orders).values(status="cancelled", claimed_by=None))
+    _reserve(engine, run="dead-run")  # reserved and claimed; the run dies before starting the payment
+    run2 = dict(config=config, batch_size=10, claimant="run-2", lease_seconds=60, run_id="run-2")
+    assert initiate_batch(engine, **run2).claimed == 0
     with engine.begin() as conn:
-        assert reserve_claimed(conn, ids, claimant="run-1", run_id="run-1").reserved == []
-        assert stock(conn) == {"A": (10, 0)}
+        conn.execute(update(orders).values(claim_expires_at=utcnow() - timedelta(seconds=1)))
+    assert len(initiate_batch(engine, **run2).initiated) == 1
+    with engine.connect() as conn:
+        assert statuses(conn) == {"O-1": "awaiting_payment"}
+        assert conn.execute(select(orders.c.claimed_by)).scalar() is None

@@ -85,6 +85,9 @@ def test_oversell_two_concurrent_workflow_runs_on_postgres(pg_url):
     with engine.connect() as conn:
         assert status_counts(conn) == {"finalized": 10, "failed": 40}
         assert stock(conn) == {"SCARCE": (0, 0)}
+        # FIFO holds across the concurrent runs: the ten oldest orders got the stock.
+        finalized = conn.execute(select(orders.c.order_ref).where(orders.c.status == "finalized")).scalars().all()
+    assert sorted(finalized) == [f"O-{i:04d}" for i in range(10)]
 
 
 def test_workflow_run_killed_after_claiming_is_taken_over_after_the_lease(db_url, engine):

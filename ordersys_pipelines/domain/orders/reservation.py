@@ -1,10 +1,15 @@
 """Reserve stock for a batch of created orders: all lines of an order or none, oldest first.
 
-A batch is claimed (FOR UPDATE SKIP LOCKED, committed, so a crashed run's orders come back
-after the lease), then reserved in one transaction: the batch's orders and products are locked,
-(order, product, quantity) rows are loaded once, the greedy FIFO allocation runs in Python over
-those arrays, and the outcome is written back with a handful of set-based statements. An order
-that does not fit consumes nothing, so it never takes stock from a younger order that fits.
+One transaction per batch: it takes the reservation lock (PostgreSQL advisory lock; SQLite has
+one writer anyway), locks the oldest eligible orders (FOR UPDATE SKIP LOCKED) and their
+products (FOR UPDATE, id order), loads (order, product, quantity) once, runs the greedy FIFO
+allocation in Python over those arrays and writes the outcome with a handful of set-based
+statements. Holding the lock from picking the batch to committing it keeps FIFO strict even
+with concurrent runs (a younger batch can never take stock an older batch needed), and the
+locked rows are the claim: a run that dies mid-way rolls back and frees them at once. Orders
+it reserved keep a claim with a lease for the run's next op (starting the payments); if the
+run dies before that, the lease lapses and any run takes them. An order that does not fit
+consumes nothing, so it never takes stock from a younger order that fits.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, or_, select
 
@@ -91,23 +96,31 @@ def allocate(
     return Allocation(reserved, failed, dict(taken))
 
 
-def claim_created(conn: Connection, *, limit: int, claimant: str, lease_seconds: int) -> list[int]:
-    return claims.claim(
-        conn, orders, where=eligible(), order_by=FIFO, limit=limit, claimant=claimant, lease_seconds=lease_seconds
-    )
-
-
-def reserve_claimed(
-    conn: Connection, order_ids: Sequence[int], *, claimant: str, run_id: str | None, now: datetime | None = None
-) -> ReservationResult:
-    """Reserve the orders `claimant` claimed (those still created; a cancelled one is skipped)."""
-    now = now or utcnow()
-    locked = select(orders.c.id, orders.c.order_date, orders.c.order_ref).where(
-        in_ids(conn, orders.c.id, order_ids), orders.c.status == CREATED, orders.c.claimed_by == claimant
-    )
+def lock_created(conn: Connection, *, limit: int) -> list[int]:
+    """Lock up to `limit` eligible created orders, oldest first (skipping rows another
+    transaction holds, and orders a live claim stamp reserves for another run)."""
+    statement = select(orders.c.id).where(eligible(), claims.claimable(orders)).order_by(*FIFO).limit(limit)
     if conn.dialect.name == "postgresql":
-        locked = locked.order_by(orders.c.id).with_for_update()
-    rows = conn.execute(locked).all()
+        statement = statement.with_for_update(skip_locked=True)
+    return list(conn.execute(statement).scalars())
+
+
+def reserve_locked(
+    conn: Connection,
+    order_ids: Sequence[int],
+    *,
+    claimant: str,
+    lease_seconds: int,
+    run_id: str | None,
+    now: datetime | None = None,
+) -> ReservationResult:
+    """Reserve the created orders `order_ids`, which this transaction has locked."""
+    now = now or utcnow()
+    rows = conn.execute(
+        select(orders.c.id, orders.c.order_date, orders.c.order_ref).where(
+            in_ids(conn, orders.c.id, order_ids), orders.c.status == CREATED
+        )
+    ).all()
     if not rows:
         return ReservationResult(claimed=len(order_ids))
     ids = [row.id for row in rows]
@@ -129,25 +142,30 @@ def reserve_claimed(
     )
 
     inventory.add_reserved(conn, allocation.taken, now)
-    # The run keeps its claim on what it reserved: its next op starts those payments without
-    # claiming them again; if the run dies, the lease lapses and any run takes them.
-    transition(conn, allocation.reserved, RESERVED, None, run_id, expected_from=CREATED, now=now, keep_claim=True)
+    # The run claims what it reserved for its next op (starting the payments), in the same write.
+    transition(conn, allocation.reserved, RESERVED, None, run_id, expected_from=CREATED, now=now,
+               claim_for=(claimant, now + timedelta(seconds=lease_seconds)))
     if allocation.failed:
         transition(conn, allocation.failed.keys(), FAILED, allocation.failed, run_id, expected_from=CREATED, now=now)
         enqueue_for_orders(conn, "order_failed", select(orders.c.id).where(in_ids(conn, orders.c.id, allocation.failed)))
     return ReservationResult(claimed=len(order_ids), reserved=allocation.reserved, failed=allocation.failed)
 
 
+# Serializes reservation transactions on PostgreSQL (pg_advisory_xact_lock key).
+RESERVATION_LOCK = 0x6F72_6473_7973  # "ordsys"
+
+
 def reserve_batch(
     engine: Engine, *, batch_size: int, claimant: str, lease_seconds: int, run_id: str | None
 ) -> ReservationResult:
-    """Claim up to `batch_size` eligible orders (committed), then reserve them in one transaction."""
+    """Pick and reserve up to `batch_size` of the oldest eligible orders in one transaction."""
     with engine.begin() as conn:
-        ids = claim_created(conn, limit=batch_size, claimant=claimant, lease_seconds=lease_seconds)
-    if not ids:
-        return ReservationResult()
-    with engine.begin() as conn:
-        return reserve_claimed(conn, ids, claimant=claimant, run_id=run_id)
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(RESERVATION_LOCK)))
+        ids = lock_created(conn, limit=batch_size)
+        if not ids:
+            return ReservationResult()
+        return reserve_locked(conn, ids, claimant=claimant, lease_seconds=lease_seconds, run_id=run_id)
 
 
 def pending(conn: Connection, cap: int = 100_000) -> int:

@@ -89,7 +89,7 @@ def transition(
     *,
     expected_from: str | Iterable[str] | None = None,
     now: datetime | None = None,
-    keep_claim: bool = False,
+    claim_for: tuple[str, datetime] | None = None,
     set_columns: Mapping[str, Mapping[int, str]] | None = None,
 ) -> int:
     """Move every order in `order_ids` to `to_status` and record one event each; all or none.
@@ -97,8 +97,8 @@ def transition(
     `reason` is one text for all orders or a mapping order id → text; it becomes the orders'
     `status_reason` (what notifications tell the customer). `expected_from` narrows the states
     the caller expects the orders in. Raises IllegalTransition (nothing changed) when any order
-    may not make the move. Ends any claim on the orders unless `keep_claim` (the same run goes
-    on with them). `set_columns` sets further text columns per order in the same UPDATE (e.g.
+    may not make the move. Ends any claim on the orders, or with `claim_for=(claimant,
+    expires_at)` claims them for the caller's next step in the same write. `set_columns` sets further text columns per order in the same UPDATE (e.g.
     the payment reference) — one write per order, not two. Returns the number of orders moved.
     """
     ids = sorted(set(order_ids))
@@ -141,8 +141,8 @@ def transition(
     if per_order is not None:
         statement = statement.where(orders.c.id == per_order.c.id)
         values.update({column: per_order.c[column] for column in extra})
-    if not keep_claim:
-        values.update(claimed_by=None, claim_expires_at=None)
+    claimant, expires_at = claim_for or (None, None)
+    values.update(claimed_by=claimant, claim_expires_at=expires_at)
     moved = conn.execute(statement.values(**values)).rowcount
     if moved != len(ids):  # the caller did not lock the orders and someone else moved them
         raise RuntimeError(f"{len(ids) - moved} of {len(ids)} orders changed state concurrently; retry")
