@@ -15,7 +15,7 @@ from ordersys_pipelines.domain.orders.reservation import reserve_batch
 from ordersys_pipelines.domain.payments import gateway
 from ordersys_pipelines.domain.payments.callbacks import epoch, receive
 from ordersys_pipelines.domain.payments.initiation import initiate_batch
-from ordersys_pipelines.domain.payments.settlement import expire_overdue, settle_batch
+from ordersys_pipelines.domain.payments.settlement import claim_callbacks, expire_overdue, settle_batch
 from ordersys_pipelines.domain.payments.signing import sign
 
 RUN = dict(batch_size=1000, claimant="run-1", lease_seconds=60, run_id="run-1")
@@ -215,3 +215,17 @@ def test_overdue_payments_expire_and_release_stock(engine):
         reason = conn.execute(select(orders.c.status_reason).where(orders.c.order_ref == "O-1")).scalar()
         assert reason == "payment expired: no confirmation within 900 s"
         assert conn.execute(select(notifications.c.type, notifications.c.reason)).all() == [("order_failed", reason)]
+
+
+def test_callbacks_claimed_by_a_dead_run_are_settled_after_the_lease(engine):
+    config = gateway_config(approval_rate=1.0)
+    _to_awaiting_payment(engine, config, {"O-1": [("A", 1)]}, {"A": 5})
+    with engine.begin() as conn:
+        claimed = claim_callbacks(conn, limit=10, claimant="dead-run", lease_seconds=60, now=utcnow())
+    assert len(claimed) == 1
+    assert _settle(engine, config).claimed == 0  # leased to the dead run
+    with engine.begin() as conn:
+        conn.execute(update(payment_callbacks).values(claim_expires_at=utcnow() - timedelta(seconds=1)))
+    assert _settle(engine, config).finalized == [1]
+    with engine.connect() as conn:
+        assert statuses(conn) == {"O-1": "finalized"} and stock(conn) == {"A": (4, 0)}
