@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ordersys_pipelines import imports_defs, workflow_defs
 from ordersys_pipelines.assets import analytics
-from ordersys_pipelines.imports_defs import defs as imports_defs
 from ordersys_pipelines.resources import build_resources
 from ordersys_pipelines.sensors import notifications as notifications_area
 from ordersys_pipelines.sensors import operations as operations_area
@@ -14,11 +14,12 @@ from ordersys_pipelines.settings import get_settings
 
 defs = dg.Definitions.merge(
     dg.Definitions(resources=build_resources(get_settings())),
+    imports_defs.defs,
+    workflow_defs.defs,
     refunds_area.defs,
     notifications_area.defs,
     analytics.defs,
     operations_area.defs,
-    imports_defs,
 )
 
 

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import click
 
-from ordersys_pipelines.cli import analytics, db, demo, imports, notifications, refunds, runs, status
+from ordersys_pipelines.cli import (
+    analytics,
+    db,
+    demo,
+    imports,
+    notifications,
+    orders,
+    payments,
+    process,
+    refunds,
+    runs,
+    status,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,3 +34,7 @@ main.add_command(analytics.kpi)
 main.add_command(analytics.leaderboard)
 for command in (imports.import_command, imports.generate_orders_command, imports.catalog, demo.demo):
     main.add_command(command)
+main.add_command(orders.orders)
+main.add_command(payments.payments)
+main.add_command(payments.webhook)
+main.add_command(process.process)

@@ -7,6 +7,7 @@ from ordersys_pipelines.resources.imports import ImportsResource
 from ordersys_pipelines.resources.notifier import NotifierResource
 from ordersys_pipelines.resources.payment_gateway import PaymentGatewayResource
 from ordersys_pipelines.resources.redis import RedisResource
+from ordersys_pipelines.resources.workflow import WorkflowSettingsResource
 from ordersys_pipelines.settings import Settings
 
 
@@ -31,6 +32,11 @@ def build_resources(settings: Settings) -> dict:
             callback_tolerance_seconds=settings.callback_tolerance_seconds,
         ),
         "notifier": NotifierResource.from_settings(settings),
+        "workflow": WorkflowSettingsResource(
+            batch_size=settings.batch_size,
+            claim_lease_seconds=settings.claim_lease_seconds,
+            payment_timeout_seconds=settings.payment_timeout_seconds,
+        ),
     }
 
 
@@ -40,5 +46,6 @@ __all__ = [
     "NotifierResource",
     "PaymentGatewayResource",
     "RedisResource",
+    "WorkflowSettingsResource",
     "build_resources",
 ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 import dagster as dg
 from sqlalchemy import Connection
 
+from ordersys_pipelines.domain.payments import gateway
 from ordersys_pipelines.domain.payments.config import DEFAULT_DECLINE_REASONS, GatewayConfig
 
 
@@ -31,6 +35,7 @@ class PaymentGatewayResource(dg.ConfigurableResource):
             duplicate_rate=self.duplicate_rate,
             refund_failure_rate=self.refund_failure_rate,
             seed=self.seed,
+            callback_tolerance_seconds=self.callback_tolerance_seconds,
         )
 
     def refund(self, conn: Connection, reference: str, payment_ref: str, amount_cents: int):
@@ -41,3 +46,8 @@ class PaymentGatewayResource(dg.ConfigurableResource):
         return gateway_refunds.refund(
             conn, self.config, reference=reference, payment_ref=payment_ref, amount_cents=amount_cents
         )
+    def initiate(
+        self, conn: Connection, requests: Sequence[gateway.PaymentRequest], now: datetime | None = None
+    ) -> dict[int, str]:
+        """Start payments; order id → payment reference (see domain.payments.gateway.initiate)."""
+        return gateway.initiate(conn, requests, self.config, now)

@@ -16,3 +16,5 @@ class GatewayConfig:
     duplicate_rate: float = 0.05
     refund_failure_rate: float = 0.05
     seed: int | None = None
+    # How far a callback's signed timestamp may lie from its delivery (replay protection).
+    callback_tolerance_seconds: int = 300

@@ -1,0 +1,67 @@
+"""`ordersys payments ...` and `ordersys webhook serve`: getting gateway callbacks into the inbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ordersys_pipelines.cli import runtime
+from ordersys_pipelines.db.engine import get_engine
+from ordersys_pipelines.domain.payments.callbacks import SIGNATURE_HEADER, receive
+from ordersys_pipelines.domain.payments.signing import sign
+from ordersys_pipelines.resources import PaymentGatewayResource
+
+
+def _gateway_config(settings):
+    return runtime.resources(settings)["gateway"].config
+
+
+@click.group()
+def payments() -> None:
+    """Payment callbacks."""
+
+
+@payments.command()
+@click.option("--file", "file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The raw callback event body (JSON), byte for byte as the gateway sent it.")
+@click.option("--signature", help=f"The {SIGNATURE_HEADER} header that came with the event (t=..,v1=..).")
+@click.option("--sign", "sign_it", is_flag=True,
+              help="Sign the file with the shared secret (ORDERSYS_GATEWAY_SECRET) now, for an event an operator "
+                   "wrote or fixed by hand; the secret holder vouches for it.")
+def callback(file: Path, signature: str | None, sign_it: bool) -> None:
+    """Put one gateway callback event into the inbox (verified like a webhook delivery).
+
+    Settlement applies it on its next run. A bad signature, a stale timestamp or a malformed
+    event is stored as rejected and reported (exit status 1)."""
+    if bool(signature) == sign_it:
+        raise click.ClickException("give exactly one of --signature HEADER or --sign")
+    settings = runtime.load_settings()
+    config = _gateway_config(settings)
+    raw = file.read_bytes()
+    header = sign(raw, config.secret) if sign_it else signature
+    with get_engine(settings.database_url).begin() as conn:
+        receipt = receive(conn, raw, header, "cli", config)
+    if receipt.outcome == "rejected":
+        raise click.ClickException(f"callback rejected: {receipt.reason} (stored as {receipt.event_id})")
+    click.echo(f"{receipt.outcome}: {receipt.event_id}")
+
+
+@click.group()
+def webhook() -> None:
+    """The HTTP endpoint the payment gateway calls."""
+
+
+@webhook.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (local only by default).")
+@click.option("--port", default=8787, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Serve POST /payments/callback: verify the signature, store the event in the inbox."""
+    import uvicorn
+
+    from ordersys_pipelines.webhook.app import create_app
+
+    settings = runtime.load_settings()
+    gateway: PaymentGatewayResource = runtime.resources(settings)["gateway"]
+    click.echo(f"payment callbacks: POST http://{host}:{port}/payments/callback")
+    uvicorn.run(create_app(get_engine(settings.database_url), gateway.config), host=host, port=port, log_level="info")

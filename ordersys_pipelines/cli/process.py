@@ -1,0 +1,144 @@
+"""`ordersys process`: run every stage that has pending work, in-process, until nothing is left.
+
+The sensors are the production path; this is the same jobs run one after another in this
+process (each run recorded in the instance, so the UI shows them), for the demo and the tests.
+Stages are a list: another area appends its own `Stage` (refunds, notifications, analytics).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import click
+import dagster as dg
+from sqlalchemy import func, select
+
+from ordersys_pipelines.cli import runtime
+from ordersys_pipelines.db.engine import get_engine, utcnow
+from ordersys_pipelines.db.schema import orders
+from ordersys_pipelines.domain import claims
+from ordersys_pipelines.domain.orders import reservation
+from ordersys_pipelines.domain.orders.states import CREATED, RESERVED
+from ordersys_pipelines.domain.payments import settlement
+from ordersys_pipelines.jobs.settlement import payment_settlement
+from ordersys_pipelines.jobs.workflow import order_workflow
+from ordersys_pipelines.settings import Settings
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    job: dg.JobDefinition
+    # Is there work this stage's job would do right now?
+    has_pending_work: Callable[[Settings], bool]
+    # Run config for one run (batch size ...); None: the job's defaults.
+    run_config: Callable[[Settings], dict] | None = None
+    # When work will appear without anyone acting (delayed callbacks, leases); None: never.
+    next_due: Callable[[Settings], datetime | None] | None = None
+
+
+def _batch_config(ops: list[str]) -> Callable[[Settings], dict]:
+    return lambda settings: {"ops": {op: {"config": {"batch_size": settings.batch_size}} for op in ops}}
+
+
+def _workflow_pending(settings: Settings) -> bool:
+    with get_engine(settings.database_url).connect() as conn:
+        return reservation.pending(conn, cap=1) > 0
+
+
+def _workflow_next_due(settings: Settings) -> datetime | None:
+    """Orders another (perhaps crashed) run has claimed come back when the lease ends."""
+    with get_engine(settings.database_url).connect() as conn:
+        return conn.execute(
+            select(func.min(orders.c.claim_expires_at)).where(
+                orders.c.status.in_([CREATED, RESERVED]), ~claims.claimable(orders)
+            )
+        ).scalar()
+
+
+def _settlement_pending(settings: Settings) -> bool:
+    with get_engine(settings.database_url).connect() as conn:
+        return settlement.pending(conn, settings.payment_timeout_seconds, cap=1) > 0
+
+
+def _settlement_next_due(settings: Settings) -> datetime | None:
+    with get_engine(settings.database_url).connect() as conn:
+        return settlement.next_due(conn, settings.payment_timeout_seconds)
+
+
+STAGES: list[Stage] = [
+    Stage("workflow", order_workflow, _workflow_pending, _batch_config(["reserve_stock", "initiate_payments"]),
+          _workflow_next_due),
+    Stage("settlement", payment_settlement, _settlement_pending,
+          _batch_config(["apply_callbacks", "expire_overdue_payments"]), _settlement_next_due),
+]
+
+
+def _summary(result: dg.ExecuteInProcessResult) -> str:
+    """The last op's output when it is a dict of counts (the workflow jobs' convention)."""
+    for node in reversed([n.name for n in result.job_def.graph.nodes_in_topological_order]):
+        try:
+            output = result.output_for_node(node)
+        except Exception:  # an op without a (default) output
+            continue
+        if isinstance(output, dict):
+            return ", ".join(f"{key} {value:,}" for key, value in output.items())
+    return "done"
+
+
+def run_stage(stage: Stage, settings: Settings, instance: dg.DagsterInstance, resources: dict) -> dg.ExecuteInProcessResult:
+    run_config = dict(stage.run_config(settings)) if stage.run_config else {}
+    # Progress lines are this command's output; the runs' event logs stay in the instance (UI).
+    run_config.setdefault("loggers", {"console": {"config": {"log_level": "WARNING"}}})
+    return stage.job.execute_in_process(
+        instance=instance,
+        resources=resources,
+        run_config=run_config,
+        tags={"ordersys/batch_size": str(settings.batch_size), "ordersys/launched_by": "ordersys process"},
+        raise_on_error=False,
+    )
+
+
+@click.command()
+@click.option("--max-wait", default=120.0, show_default=True, type=float,
+              help="Wait at most this many seconds for work that is due later (delayed callbacks); beyond it, stop.")
+@click.option("--quiet", is_flag=True, help="Only the final summary.")
+def process(max_wait: float, quiet: bool) -> None:
+    """Run every pending stage in-process until nothing is left (the sensors' work, now)."""
+    settings = runtime.load_settings()
+    instance, resources = runtime.instance(), runtime.resources(settings)
+    started, runs, round_no = time.perf_counter(), 0, 0
+    while True:
+        round_no += 1
+        ran = False
+        for stage in STAGES:
+            if not stage.has_pending_work(settings):
+                continue
+            t0 = time.perf_counter()
+            result = run_stage(stage, settings, instance, resources)
+            runs, ran = runs + 1, True
+            if not result.success:
+                raise click.ClickException(f"{stage.name} run {result.run_id} failed; see the run's logs")
+            if not quiet:
+                click.echo(f"[{round_no:>3}] {stage.name:<12} run {result.run_id[:8]}  {_summary(result)}"
+                           f"  ({time.perf_counter() - t0:.2f} s)")
+        if ran:
+            continue
+        due = [d for d in (s.next_due(settings) for s in STAGES if s.next_due) if d is not None]
+        if not due:
+            break
+        wait = (min(due) - utcnow()).total_seconds()
+        if wait > max_wait:
+            click.echo(f"stopping: the next work is due at {min(due):%Y-%m-%d %H:%M:%S} UTC, "
+                       f"beyond --max-wait {max_wait:g} s; run `ordersys process` again later")
+            break
+        if not quiet:
+            click.echo(f"waiting {max(wait, 0):.1f} s for work due later (delayed payment callbacks)")
+        time.sleep(min(max(wait, 0.05), max_wait) + 0.05)
+    with get_engine(settings.database_url).connect() as conn:
+        counts = dict(conn.execute(select(orders.c.status, func.count()).group_by(orders.c.status)).all())
+    states = ", ".join(f"{status} {count:,}" for status, count in sorted(counts.items())) or "no orders"
+    click.echo(f"done: {runs} run(s) in {time.perf_counter() - started:.1f} s; orders: {states}")

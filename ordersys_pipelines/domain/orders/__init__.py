@@ -1,0 +1,1 @@
+"""Orders: the state machine, reservation, and operator transitions (cancel, ship, deliver)."""

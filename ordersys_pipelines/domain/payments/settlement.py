@@ -1,0 +1,219 @@
+"""Settle payments: apply the gateway's callbacks and expire payments that never got one.
+
+A batch of pending callbacks that are due (`available_at <= now`) is claimed, then settled in
+one transaction: each callback is checked (signature, payload, known payment reference, amount
+equal to the order total, order still awaiting payment); approvals finalize their orders
+(stock −= q, reserved −= q), declines fail them and release the reservation, and every bad
+callback is marked rejected with its reason and changes no order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import BigInteger, Connection, Engine, Text, and_, func, select, update
+
+from ordersys_pipelines.db.engine import utcnow
+from ordersys_pipelines.db.rowsets import in_ids, rowset
+from ordersys_pipelines.db.schema import orders, payment_callbacks
+from ordersys_pipelines.domain import claims, inventory
+from ordersys_pipelines.domain.notifications.outbox import enqueue_for_orders
+from ordersys_pipelines.domain.orders.states import AWAITING_PAYMENT, FAILED, FINALIZED, transition
+from ordersys_pipelines.domain.payments.callbacks import CallbackError, epoch, parse_event
+from ordersys_pipelines.domain.payments.config import GatewayConfig
+from ordersys_pipelines.domain.payments.signing import SignatureError, verify
+
+
+@dataclass
+class SettlementResult:
+    claimed: int = 0
+    finalized: list[int] = field(default_factory=list)
+    declined: dict[int, str] = field(default_factory=dict)  # order id → reason
+    rejected: dict[int, str] = field(default_factory=dict)  # callback id → reason
+    duplicates: int = 0  # extra deliveries of the callbacks settled here
+
+    @property
+    def applied(self) -> int:
+        return len(self.finalized) + len(self.declined)
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        return dict(Counter(reason.split(":", 1)[0] for reason in self.rejected.values()))
+
+
+def due_callbacks(now: datetime):
+    return and_(payment_callbacks.c.status == "pending", payment_callbacks.c.available_at <= now)
+
+
+def claim_callbacks(conn: Connection, *, limit: int, claimant: str, lease_seconds: int, now: datetime) -> list[int]:
+    return claims.claim(
+        conn, payment_callbacks, where=due_callbacks(now), order_by=[payment_callbacks.c.id], limit=limit,
+        claimant=claimant, lease_seconds=lease_seconds,
+    )
+
+
+def _ids_select(conn: Connection, ids):
+    return select(orders.c.id).where(in_ids(conn, orders.c.id, ids))
+
+
+def apply_claimed(
+    conn: Connection,
+    callback_ids: Sequence[int],
+    *,
+    claimant: str,
+    config: GatewayConfig,
+    run_id: str | None,
+    now: datetime | None = None,
+) -> SettlementResult:
+    now = now or utcnow()
+    statement = (
+        select(payment_callbacks.c.id, payment_callbacks.c.payload, payment_callbacks.c.signature,
+               payment_callbacks.c.available_at, payment_callbacks.c.deliveries)
+        .where(in_ids(conn, payment_callbacks.c.id, callback_ids), payment_callbacks.c.status == "pending",
+               payment_callbacks.c.claimed_by == claimant)
+        .order_by(payment_callbacks.c.id)
+    )
+    if conn.dialect.name == "postgresql":
+        statement = statement.with_for_update()
+    callbacks = conn.execute(statement).all()
+    result = SettlementResult(claimed=len(callback_ids), duplicates=sum(c.deliveries - 1 for c in callbacks))
+    if not callbacks:
+        return result
+
+    events: dict[int, dict] = {}
+    for callback in callbacks:
+        try:
+            # The tolerance was checked against the delivery time when the callback was received.
+            verify(callback.payload.encode(), callback.signature or "", config.secret,
+                   config.callback_tolerance_seconds, epoch(callback.available_at))
+            events[callback.id] = parse_event(callback.payload)
+        except SignatureError as exc:
+            result.rejected[callback.id] = f"bad signature: {exc}"
+        except CallbackError as exc:
+            result.rejected[callback.id] = f"malformed: {exc}"
+
+    refs = rowset(conn, {(e["payment_ref"],) for e in events.values()}, [("payment_ref", Text())], "refs")
+    order_query = (
+        select(orders.c.id, orders.c.order_ref, orders.c.status, orders.c.total_cents, orders.c.payment_ref)
+        .where(orders.c.payment_ref.in_(select(refs.c.payment_ref)))
+        .order_by(orders.c.id)
+    )
+    if conn.dialect.name == "postgresql":
+        order_query = order_query.with_for_update()
+    by_ref = {row.payment_ref: row for row in conn.execute(order_query)}
+
+    status = {row.id: row.status for row in by_ref.values()}  # as it will be after this batch
+    for callback_id, event in events.items():
+        order = by_ref.get(event["payment_ref"])
+        if order is None:
+            result.rejected[callback_id] = f"unknown payment reference: {event['payment_ref']}"
+        elif event["amount_cents"] != order.total_cents:
+            result.rejected[callback_id] = (
+                f"amount mismatch: {event['amount_cents']} cents, order {order.order_ref} totals {order.total_cents}"
+            )
+        elif status[order.id] != AWAITING_PAYMENT:
+            result.rejected[callback_id] = f"not awaiting payment: order {order.order_ref} is {status[order.id]}"
+        elif event["status"] == "approved":
+            result.finalized.append(order.id)
+            status[order.id] = FINALIZED
+        else:
+            result.declined[order.id] = f"payment declined: {event.get('reason') or 'no reason given'}"
+            status[order.id] = FAILED
+
+    settled = result.finalized + list(result.declined)
+    if settled:
+        inventory.lock_products_of_orders(conn, settled)
+        inventory.commit_reserved(conn, result.finalized, now)
+        inventory.release_reserved(conn, list(result.declined), now)
+    if result.finalized:
+        transition(conn, result.finalized, FINALIZED, None, run_id, expected_from=AWAITING_PAYMENT, now=now)
+        for kind in ("order_confirmed", "payment_succeeded"):
+            enqueue_for_orders(conn, kind, _ids_select(conn, result.finalized))
+    if result.declined:
+        transition(conn, result.declined, FAILED, result.declined, run_id, expected_from=AWAITING_PAYMENT, now=now)
+        for kind in ("payment_failed", "order_failed"):
+            enqueue_for_orders(conn, kind, _ids_select(conn, result.declined))
+
+    outcome = rowset(
+        conn,
+        ((c.id, "rejected" if c.id in result.rejected else "applied", result.rejected.get(c.id)) for c in callbacks),
+        [("id", BigInteger()), ("status", Text()), ("reason", Text())],
+        "outcome",
+    )
+    conn.execute(
+        update(payment_callbacks)
+        .where(payment_callbacks.c.id == outcome.c.id)
+        .values(status=outcome.c.status, reason=outcome.c.reason, processed_at=now, run_id=run_id,
+                claimed_by=None, claim_expires_at=None)
+    )
+    return result
+
+
+def settle_batch(
+    engine: Engine, *, config: GatewayConfig, batch_size: int, claimant: str, lease_seconds: int, run_id: str | None
+) -> SettlementResult:
+    """Claim up to `batch_size` due callbacks (committed), then settle them in one transaction."""
+    now = utcnow()
+    with engine.begin() as conn:
+        ids = claim_callbacks(conn, limit=batch_size, claimant=claimant, lease_seconds=lease_seconds, now=now)
+    if not ids:
+        return SettlementResult()
+    with engine.begin() as conn:
+        return apply_claimed(conn, ids, claimant=claimant, config=config, run_id=run_id)
+
+
+def overdue(timeout_seconds: int, now: datetime):
+    return and_(
+        orders.c.status == AWAITING_PAYMENT,
+        orders.c.status_changed_at < now - timedelta(seconds=timeout_seconds),
+    )
+
+
+def expire_overdue(
+    conn: Connection, timeout_seconds: int, *, run_id: str | None, limit: int, now: datetime | None = None
+) -> list[int]:
+    """Fail up to `limit` orders awaiting payment for longer than the timeout and release their
+    stock. Orders another transaction is settling right now are skipped (next time)."""
+    now = now or utcnow()
+    candidates = (
+        select(orders.c.id).where(overdue(timeout_seconds, now)).order_by(orders.c.status_changed_at, orders.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    ids = list(conn.execute(candidates).scalars())
+    if not ids:
+        return []
+    inventory.lock_products_of_orders(conn, ids)
+    inventory.release_reserved(conn, ids, now)
+    reason = f"payment expired: no confirmation within {timeout_seconds} s"
+    transition(conn, ids, FAILED, reason, run_id, expected_from=AWAITING_PAYMENT, now=now)
+    enqueue_for_orders(conn, "order_failed", _ids_select(conn, ids))
+    return ids
+
+
+def next_due(conn: Connection, timeout_seconds: int) -> datetime | None:
+    """When settlement will next have work: the earliest pending callback or payment deadline."""
+    callback = conn.execute(
+        select(func.min(payment_callbacks.c.available_at)).where(payment_callbacks.c.status == "pending")
+    ).scalar()
+    deadline = conn.execute(
+        select(func.min(orders.c.status_changed_at)).where(orders.c.status == AWAITING_PAYMENT)
+    ).scalar()
+    if deadline is not None:
+        deadline += timedelta(seconds=timeout_seconds)
+    moments = [m for m in (callback, deadline) if m is not None]
+    return min(moments) if moments else None
+
+
+def pending(conn: Connection, timeout_seconds: int, now: datetime | None = None, cap: int = 100_000) -> int:
+    """How many callbacks are due plus orders overdue (counted up to `cap` each; a sensor's look)."""
+    now = now or utcnow()
+    due = select(payment_callbacks.c.id).where(due_callbacks(now), claims.claimable(payment_callbacks)).limit(cap)
+    late = select(orders.c.id).where(overdue(timeout_seconds, now)).limit(cap)
+    count = select(func.count()).select_from
+    return conn.execute(count(due.subquery())).scalar_one() + conn.execute(count(late.subquery())).scalar_one()
+
+

@@ -1,0 +1,78 @@
+"""`payment_settlement`: apply the gateway's callbacks, then expire payments that never got one."""
+
+# No `from __future__ import annotations`: Dagster reads the op signatures at definition time.
+import time
+
+import dagster as dg
+
+from ordersys_pipelines.db.engine import utcnow
+from ordersys_pipelines.domain.payments.settlement import expire_overdue, settle_batch
+from ordersys_pipelines.jobs.common import BatchConfig, batch_size, counts_table, rate_metadata
+from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResource, WorkflowSettingsResource
+
+STAGE_TAGS = {"ordersys/stage": "settlement"}
+
+
+@dg.op(tags=STAGE_TAGS,
+       description="Verify a batch of due payment callbacks and apply them: approvals finalize (stock committed), "
+                   "declines fail (stock released); bad callbacks are rejected with the reason.")
+def apply_callbacks(
+    context: dg.OpExecutionContext,
+    config: BatchConfig,
+    database: DatabaseResource,
+    gateway: PaymentGatewayResource,
+    workflow: WorkflowSettingsResource,
+) -> dict:
+    started = time.perf_counter()
+    result = settle_batch(
+        database.engine,
+        config=gateway.config,
+        batch_size=batch_size(config, workflow.batch_size),
+        claimant=context.run_id,
+        lease_seconds=workflow.claim_lease_seconds,
+        run_id=context.run_id,
+    )
+    seconds = time.perf_counter() - started
+    context.add_output_metadata({
+        "callbacks_claimed": result.claimed,
+        "callbacks_applied": result.applied,
+        "orders_finalized": len(result.finalized),
+        "orders_declined": len(result.declined),
+        "callbacks_rejected": len(result.rejected),
+        "rejected_by_reason": counts_table(result.rejected_by_reason(), "reason"),
+        "callbacks_duplicate": result.duplicates,
+        **rate_metadata(result.claimed, seconds, "callbacks"),
+    })
+    return {"finalized": len(result.finalized), "declined": len(result.declined),
+            "rejected": len(result.rejected), "duplicate": result.duplicates}
+
+
+@dg.op(ins={"settled": dg.In(dict)}, tags=STAGE_TAGS,
+       description="Fail orders awaiting payment longer than ORDERSYS_PAYMENT_TIMEOUT and release their stock.")
+def expire_overdue_payments(
+    context: dg.OpExecutionContext,
+    config: BatchConfig,
+    settled: dict,
+    database: DatabaseResource,
+    workflow: WorkflowSettingsResource,
+) -> dict:
+    started = time.perf_counter()
+    with database.engine.begin() as conn:
+        expired = expire_overdue(conn, workflow.payment_timeout_seconds, run_id=context.run_id,
+                                 limit=batch_size(config, workflow.batch_size), now=utcnow())
+    seconds = time.perf_counter() - started
+    context.add_output_metadata({
+        "orders_expired": len(expired),
+        "payment_timeout_seconds": workflow.payment_timeout_seconds,
+        **rate_metadata(len(expired), seconds, "orders"),
+    })
+    return {**settled, "expired": len(expired)}
+
+
+@dg.job(
+    name="payment_settlement",
+    description="Apply payment callbacks (finalize or roll back) and expire overdue payments.",
+    tags=STAGE_TAGS,
+)
+def payment_settlement() -> None:
+    expire_overdue_payments(apply_callbacks())

@@ -1,0 +1,102 @@
+"""Sensors that start the workflow and settlement jobs when there is work, and the workflow right
+after an import succeeds.
+
+A tick only looks (a couple of capped COUNT queries). While a run of the job is queued or in
+progress it starts nothing (that run, or the next tick, takes the rest). Otherwise it starts
+enough runs for the backlog (one per batch, at most `max_runs_per_tick`); concurrent runs are
+safe because each claims its own orders. The cursor counts the ticks that started runs and is
+part of every run key, so a tick evaluated twice with the same cursor starts nothing twice.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the sensor signatures at definition time.
+import math
+
+import dagster as dg
+
+from ordersys_pipelines.domain.orders import reservation
+from ordersys_pipelines.domain.payments import settlement
+from ordersys_pipelines.jobs.settlement import payment_settlement
+from ordersys_pipelines.jobs.workflow import order_workflow
+from ordersys_pipelines.resources import DatabaseResource, WorkflowSettingsResource
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+IMPORT_ASSET = dg.AssetKey("orders_csv")
+
+
+def in_flight(instance: dg.DagsterInstance, job_name: str) -> bool:
+    return bool(instance.get_run_ids(filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1))
+
+
+def run_tags(stage: str, batch_size: int) -> dict[str, str]:
+    return {"ordersys/stage": stage, "ordersys/batch_size": str(batch_size)}
+
+
+def _requests(context: dg.SensorEvaluationContext, job_name: str, stage: str, pending: int,
+              workflow: WorkflowSettingsResource) -> dg.SensorResult | dg.SkipReason:
+    if in_flight(context.instance, job_name):
+        return dg.SkipReason(f"a {job_name} run is queued or in progress")
+    if not pending:
+        return dg.SkipReason("no pending work")
+    tick = int(context.cursor or 0) + 1
+    runs = min(math.ceil(pending / workflow.batch_size), workflow.max_runs_per_tick)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(run_key=f"{job_name}:{tick}:{i}", tags=run_tags(stage, workflow.batch_size))
+            for i in range(runs)
+        ],
+        cursor=str(tick),
+    )
+
+
+# Targeted by job name, not `target=job`: Dagster 1.13.27 rebuilds a sensor whose target job
+# object still needs resources and, doing so, emits a spurious BetaWarning about `owners`.
+@dg.sensor(
+    job_name=order_workflow.name,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts order_workflow runs while created orders (of completed imports) await reservation.",
+)
+def order_workflow_sensor(
+    context: dg.SensorEvaluationContext, database: DatabaseResource, workflow: WorkflowSettingsResource
+):
+    with database.engine.connect() as conn:
+        pending = reservation.pending(conn)
+    return _requests(context, order_workflow.name, "workflow", pending, workflow)
+
+
+@dg.sensor(
+    job_name=payment_settlement.name,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts payment_settlement runs while payment callbacks are due or payments are overdue.",
+)
+def payment_settlement_sensor(
+    context: dg.SensorEvaluationContext, database: DatabaseResource, workflow: WorkflowSettingsResource
+):
+    with database.engine.connect() as conn:
+        pending = settlement.pending(conn, workflow.payment_timeout_seconds)
+    return _requests(context, payment_settlement.name, "settlement", pending, workflow)
+
+
+def is_import_run(run: dg.DagsterRun) -> bool:
+    """An orders import: tagged with the import stage, or materializing `orders_csv`."""
+    return run.tags.get("ordersys/stage") == "import" or IMPORT_ASSET in (run.asset_selection or ())
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    request_job=order_workflow,
+    monitor_all_code_locations=False,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts order_workflow as soon as an orders import run succeeds.",
+)
+def workflow_after_import_sensor(context: dg.RunStatusSensorContext, workflow: WorkflowSettingsResource):
+    run = context.dagster_run
+    if not is_import_run(run):
+        return dg.SkipReason(f"run {run.run_id} ({run.job_name}) is not an orders import")
+    return dg.RunRequest(run_key=f"after-import:{run.run_id}", tags=run_tags("workflow", workflow.batch_size))

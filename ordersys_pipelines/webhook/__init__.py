@@ -1,0 +1,1 @@
+"""HTTP endpoints that receive events from outside (the payment gateway's callbacks)."""

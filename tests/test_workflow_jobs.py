@@ -1,0 +1,243 @@
+"""The Dagster side: jobs in-process, the oversell race on PostgreSQL, sensors, conservation."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import dagster as dg
+from sqlalchemy import func, select, text, update
+from workflow_helpers import add_one_unit_orders, add_products, gateway_config, status_counts, stock
+
+from ordersys_pipelines.db.engine import get_engine, utcnow
+from ordersys_pipelines.db.schema import order_events, orders, payment_callbacks
+from ordersys_pipelines.jobs.settlement import payment_settlement
+from ordersys_pipelines.jobs.workflow import order_workflow
+from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResource, WorkflowSettingsResource
+from ordersys_pipelines.sensors.workflow import (
+    order_workflow_sensor,
+    payment_settlement_sensor,
+    workflow_after_import_sensor,
+)
+
+
+def _resources(url: str, **gateway) -> dict:
+    config = gateway_config(**gateway)
+    return {
+        "database": DatabaseResource(url=url),
+        "gateway": PaymentGatewayResource(secret=config.secret, seed=config.seed, approval_rate=config.approval_rate,
+                                          duplicate_rate=config.duplicate_rate),
+        "workflow": WorkflowSettingsResource(batch_size=1000, claim_lease_seconds=60, payment_timeout_seconds=900),
+    }
+
+
+def _batch(job, size: int) -> dict:
+    return {"ops": {node: {"config": {"batch_size": size}} for node in [n.name for n in job.graph.nodes_in_topological_order]}}
+
+
+def test_jobs_run_orders_to_terminal_states_and_record_the_run_id(db_url, engine):
+    with engine.begin() as conn:
+        add_products(conn, {"A": 3})
+        add_one_unit_orders(conn, 5, "A")
+    instance = dg.DagsterInstance.ephemeral()
+    resources = _resources(db_url)
+    workflow = order_workflow.execute_in_process(instance=instance, resources=resources)
+    assert workflow.success and workflow.output_for_node("initiate_payments") == {
+        "reserved": 3, "failed": 2, "payments initiated": 3}
+    step = next(e for e in workflow.get_step_success_events() if e.step_key == "reserve_stock")
+    assert step and instance.get_run_by_id(workflow.run_id).tags["ordersys/stage"] == "workflow"
+    settled = payment_settlement.execute_in_process(instance=instance, resources=resources)
+    assert settled.success and settled.output_for_node("expire_overdue_payments")["finalized"] == 3
+    with engine.connect() as conn:
+        assert status_counts(conn) == {"finalized": 3, "failed": 2}
+        assert stock(conn) == {"A": (0, 0)}
+        runs = set(conn.execute(select(order_events.c.run_id)).scalars())
+    assert runs == {workflow.run_id, settled.run_id}
+
+
+def test_oversell_two_concurrent_workflow_runs_on_postgres(pg_url):
+    engine = get_engine(pg_url)
+    with engine.begin() as conn:
+        add_products(conn, {"SCARCE": 10})
+        add_one_unit_orders(conn, 50, "SCARCE")
+    resources = _resources(pg_url)
+    barrier, results = threading.Barrier(2), []
+
+    def run() -> None:
+        with dg.DagsterInstance.ephemeral() as instance:  # created and closed in this thread
+            barrier.wait()
+            results.append(order_workflow.execute_in_process(
+                instance=instance, resources=resources, run_config=_batch(order_workflow, 25)))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.success for r in results] == [True, True]
+    # Each run claimed its own 25 orders: the batch was split, not shared.
+    claimed = sorted(r.output_for_node("initiate_payments")["reserved"] + r.output_for_node("initiate_payments")["failed"]
+                     for r in results)
+    assert claimed == [25, 25]
+    with engine.connect() as conn:
+        assert stock(conn) == {"SCARCE": (10, 10)}
+    assert payment_settlement.execute_in_process(instance=dg.DagsterInstance.ephemeral(), resources=resources).success
+    with engine.connect() as conn:
+        assert status_counts(conn) == {"finalized": 10, "failed": 40}
+        assert stock(conn) == {"SCARCE": (0, 0)}
+        # FIFO holds across the concurrent runs: the ten oldest orders got the stock.
+        finalized = conn.execute(select(orders.c.order_ref).where(orders.c.status == "finalized")).scalars().all()
+    assert sorted(finalized) == [f"O-{i:04d}" for i in range(10)]
+
+
+def test_workflow_run_killed_after_claiming_is_taken_over_after_the_lease(db_url, engine):
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        add_one_unit_orders(conn, 4, "A")
+        # A run claimed these orders and died (claim committed, nothing else).
+        conn.execute(update(orders).values(claimed_by="crashed-run", claim_expires_at=utcnow() + timedelta(seconds=60)))
+    resources = _resources(db_url)
+    first = order_workflow.execute_in_process(instance=dg.DagsterInstance.ephemeral(), resources=resources)
+    assert first.output_for_node("initiate_payments")["reserved"] == 0
+    with engine.begin() as conn:
+        conn.execute(update(orders).values(claim_expires_at=utcnow() - timedelta(seconds=1)))
+    second = order_workflow.execute_in_process(instance=dg.DagsterInstance.ephemeral(), resources=resources)
+    assert second.output_for_node("initiate_payments") == {"reserved": 4, "failed": 0, "payments initiated": 4}
+
+
+def _sensor_context(instance, url, cursor=None):
+    resources = _resources(url)
+    return dg.build_sensor_context(instance=instance, cursor=cursor,
+                                   resources={"database": resources["database"], "workflow": resources["workflow"]})
+
+
+def test_workflow_sensor_starts_runs_for_pending_work_once(db_url, engine):
+    instance = dg.DagsterInstance.ephemeral()
+    assert isinstance(order_workflow_sensor(_sensor_context(instance, db_url)), dg.SkipReason)
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        add_one_unit_orders(conn, 3, "A")
+    first = order_workflow_sensor(_sensor_context(instance, db_url))
+    assert [r.run_key for r in first.run_requests] == ["order_workflow:1:0"] and first.cursor == "1"
+    assert first.run_requests[0].tags == {"ordersys/stage": "workflow", "ordersys/batch_size": "1000"}
+    # The same tick evaluated again (same cursor) asks for the same run key: Dagster starts it once.
+    again = order_workflow_sensor(_sensor_context(instance, db_url))
+    assert [r.run_key for r in again.run_requests] == ["order_workflow:1:0"]
+    # While a run of the job is in progress, nothing more is started.
+    instance.create_run_for_job(order_workflow, run_config={}, status=dg.DagsterRunStatus.STARTED)
+    skipped = order_workflow_sensor(_sensor_context(instance, db_url, cursor="1"))
+    assert isinstance(skipped, dg.SkipReason) and "in progress" in skipped.skip_message
+
+
+def test_workflow_sensor_splits_a_large_backlog_into_batches(db_url, engine):
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        add_one_unit_orders(conn, 3, "A")
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), cursor="7",
+        resources={"database": DatabaseResource(url=db_url),
+                   "workflow": WorkflowSettingsResource(batch_size=1, max_runs_per_tick=2)})
+    result = order_workflow_sensor(context)
+    assert [r.run_key for r in result.run_requests] == ["order_workflow:8:0", "order_workflow:8:1"]
+
+
+def test_settlement_sensor_sees_due_callbacks_and_overdue_payments(db_url, engine):
+    instance = dg.DagsterInstance.ephemeral()
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        add_one_unit_orders(conn, 2, "A")
+    order_workflow.execute_in_process(instance=instance, resources=_resources(db_url))
+    assert len(payment_settlement_sensor(_sensor_context(instance, db_url)).run_requests) == 1
+    with engine.begin() as conn:  # callbacks not due yet (delayed), nothing overdue
+        conn.execute(update(payment_callbacks).values(available_at=utcnow() + timedelta(hours=1)))
+    assert isinstance(payment_settlement_sensor(_sensor_context(instance, db_url)), dg.SkipReason)
+    with engine.begin() as conn:
+        conn.execute(update(orders).values(status_changed_at=utcnow() - timedelta(seconds=901)))
+    assert len(payment_settlement_sensor(_sensor_context(instance, db_url)).run_requests) == 1
+
+
+@dg.op
+def _import_op() -> None:
+    pass
+
+
+@dg.job(tags={"ordersys/stage": "import"})
+def _fake_import_job() -> None:
+    _import_op()
+
+
+@dg.job
+def _other_job() -> None:
+    _import_op()
+
+
+def test_workflow_starts_right_after_an_import_succeeds():
+    instance = dg.DagsterInstance.ephemeral()
+    for job, expected in ((_fake_import_job, True), (_other_job, False)):
+        result = job.execute_in_process(instance=instance)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="workflow_after_import_sensor", dagster_instance=instance, dagster_run=result.dagster_run,
+            dagster_event=result.get_run_success_event(), resources={"workflow": WorkflowSettingsResource()},
+        )
+        reaction = workflow_after_import_sensor(context)
+        if expected:
+            assert reaction.run_key == f"after-import:{result.run_id}"
+        else:
+            assert isinstance(reaction, dg.SkipReason)
+
+
+def test_conservation_after_processing_everything(db_url, engine):
+    """A generated mix of orders (several lines, scarce products, declines, duplicate callbacks)
+    processed to the end: every order terminal; per product, stock lost = finalized quantities."""
+    with engine.begin() as conn:
+        add_products(conn, {f"P{i}": stock_ for i, stock_ in enumerate([40, 200, 400, 0, 800, 60])})
+        conn.execute(text("INSERT INTO customers (email, name) VALUES ('bulk@example.com', 'Bulk')"))
+        customer = conn.execute(text("SELECT id FROM customers")).scalar()
+        # 300 orders, 1-3 lines each, quantities 1-4, over the six products.
+        for n in range(300):
+            conn.execute(text(
+                "INSERT INTO orders (order_ref, customer_id, order_date, status, status_changed_at, total_cents, "
+                "created_at, updated_at) VALUES (:ref, :c, :d, 'created', :d, 0, :d, :d)"),
+                {"ref": f"G-{n:05d}", "c": customer, "d": (utcnow() - timedelta(days=1, minutes=n % 97))})
+        conn.execute(text(
+            "INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price_cents) "
+            "SELECT o.id, l.n, p.id, 1 + (o.id * 13 + l.n) % 4, 199 FROM orders o "
+            "JOIN (SELECT 1 AS n UNION ALL SELECT 2 UNION ALL SELECT 3) l ON l.n <= 1 + o.id % 3 "
+            "JOIN (SELECT id, ROW_NUMBER() OVER (ORDER BY id) - 1 AS k FROM products) p "
+            "ON p.k = (o.id * 7 + l.n * 3) % 6"))
+        conn.execute(text("UPDATE orders SET total_cents = (SELECT SUM(quantity * unit_price_cents) FROM order_lines "
+                          "WHERE order_id = orders.id)"))
+        before = {sku: s for sku, (s, _) in stock(conn).items()}
+    instance, resources = dg.DagsterInstance.ephemeral(), _resources(db_url, approval_rate=0.8, duplicate_rate=0.2)
+    for _ in range(10):
+        with engine.connect() as conn:
+            if not conn.execute(select(func.count()).select_from(orders)
+                                .where(orders.c.status.in_(["created", "reserved", "awaiting_payment"]))).scalar():
+                break
+        assert order_workflow.execute_in_process(instance=instance, resources=resources,
+                                                 run_config=_batch(order_workflow, 120)).success
+        assert payment_settlement.execute_in_process(instance=instance, resources=resources).success
+    with engine.connect() as conn:
+        counts = status_counts(conn)
+        after = stock(conn)
+        sold = dict(conn.execute(text(
+            "SELECT p.sku, COALESCE(SUM(l.quantity) FILTER (WHERE o.status = 'finalized'), 0) FROM products p "
+            "LEFT JOIN order_lines l ON l.product_id = p.id LEFT JOIN orders o ON o.id = l.order_id GROUP BY p.sku"
+        )).all())
+        duplicates = conn.execute(select(func.sum(payment_callbacks.c.deliveries - 1))).scalar()
+    assert set(counts) <= {"finalized", "failed"} and counts["finalized"] > 50 and counts["failed"] > 20
+    assert duplicates > 0
+    for sku, (stock_after, reserved) in after.items():
+        assert reserved == 0
+        assert before[sku] - stock_after == sold[sku], sku
+
+
+def test_definitions_carry_the_workflow_jobs_sensors_and_resources():
+    from ordersys_pipelines.definitions import defs
+
+    repository = defs.get_repository_def()
+    assert {"order_workflow", "payment_settlement"} <= {job.name for job in repository.get_all_jobs()}
+    assert {"order_workflow_sensor", "payment_settlement_sensor", "workflow_after_import_sensor"} <= {
+        sensor.name for sensor in repository.sensor_defs}
+    assert repository.get_job("order_workflow").tags["ordersys/stage"] == "workflow"
+    assert repository.get_job("payment_settlement").tags["ordersys/stage"] == "settlement"
