@@ -15,6 +15,10 @@ port=${PORT:-3000}
 
 write_instance() {
   if [ -n "${DAGSTER_PG_URL:-}" ]; then
+    # dagster-postgres needs psycopg2; a bare postgresql:// would select psycopg 3.
+    DAGSTER_PG_URL="${DAGSTER_PG_URL/#postgresql:\/\//postgresql+psycopg2://}"
+    DAGSTER_PG_URL="${DAGSTER_PG_URL/#postgres:\/\//postgresql+psycopg2://}"
+    export DAGSTER_PG_URL
     cp dagster.yaml "$home/dagster.yaml"
   else
     # The production file without its storage block: the instance keeps SQLite files in $home.

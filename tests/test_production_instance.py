@@ -12,6 +12,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from ordersys_pipelines.resources import build_resources
+from ordersys_pipelines.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("ORDERSYS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -22,7 +25,9 @@ def instance_database(monkeypatch):
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3.
+    url = make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg2", database=name)
+    url = url.render_as_string(hide_password=False)
     monkeypatch.setenv("DAGSTER_PG_URL", url)
     yield url
     with admin.connect() as conn:
@@ -42,7 +47,9 @@ def test_production_instance_stores_runs_in_postgres(tmp_path, instance_database
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert {"key": "ordersys/stage", "value": "workflow", "limit": 4} in limits
 
-        result = defs.resolve_job_def("order_workflow").execute_in_process(instance=instance)
+        # Resources from this test's settings (the module-level defs may predate them).
+        resources = build_resources(Settings.from_env())
+        result = defs.resolve_job_def("order_workflow").execute_in_process(instance=instance, resources=resources)
         assert result.success
         stored = instance.get_run_by_id(result.run_id)
         assert stored is not None and stored.status == dg.DagsterRunStatus.SUCCESS

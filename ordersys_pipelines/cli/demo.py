@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from ordersys_pipelines.cli import runtime
-from ordersys_pipelines.cli.imports import console, import_file, print_catalog_summary, print_import_summary
+from ordersys_pipelines.cli.console import console
+from ordersys_pipelines.cli.imports import import_file, print_catalog_summary, print_import_summary
 from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.db.schema import customers, order_lines, orders, products
 from ordersys_pipelines.domain.imports.catalog import load_catalog
@@ -26,7 +27,7 @@ DEMO_DIR = Path("data/demo")
 
 
 def step(title: str) -> None:
-    console.rule(f"[bold]{title}")
+    console().rule(f"[bold]{title}")
 
 
 def print_counts(settings: Settings) -> None:
@@ -45,7 +46,7 @@ def print_counts(settings: Settings) -> None:
         table.add_row(label, f"{value:,}")
     for status, count in by_status:
         table.add_row(f"orders {status}", f"{count:,}")
-    console.print(table)
+    console().print(table)
 
 
 @click.command()
@@ -56,7 +57,7 @@ def demo(rows: int, bad_rows: int, seed: int | None) -> None:
     """Generate a catalog and an order file, import them, print what the database holds."""
     step("1. Database")
     settings = runtime.load_settings()
-    console.print(f"schema up to date at {make_url(settings.database_url).render_as_string(hide_password=True)}")
+    console().print(f"schema up to date at {make_url(settings.database_url).render_as_string(hide_password=True)}")
 
     step("2. Catalog")
     catalog_file = DEMO_DIR / "catalog.csv"
@@ -67,7 +68,7 @@ def demo(rows: int, bad_rows: int, seed: int | None) -> None:
     seed = seed if seed is not None else int(time.time())
     orders_file = DEMO_DIR / f"orders-{seed}.csv"
     generated = generate_orders(orders_file, rows=rows, seed=seed, bad_rows=min(bad_rows, rows))
-    console.print(f"{orders_file}: {generated.rows:,} lines, {generated.orders:,} orders, {generated.bad_rows} bad rows")
+    console().print(f"{orders_file}: {generated.rows:,} lines, {generated.orders:,} orders, {generated.bad_rows} bad rows")
 
     step("4. Import")
     print_import_summary(import_file(settings, orders_file))

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 import dagster as dg
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ordersys_pipelines.assets.imports import chunk_listener, file_tags, order_files, orders_csv
 from ordersys_pipelines.cli import runtime
+from ordersys_pipelines.cli.console import console
 from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.domain.imports.catalog import CatalogResult, load_catalog
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
@@ -21,7 +21,6 @@ from ordersys_pipelines.domain.imports.generate import generate_orders, write_ca
 from ordersys_pipelines.domain.imports.importer import ChunkProgress, ImportResult, import_summary
 from ordersys_pipelines.settings import Settings
 
-console = Console(stderr=False)
 # The run's own log lines stay in the instance; the command prints its summary or one error line.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -73,7 +72,7 @@ def import_file(
     with Progress(
         TextColumn("[bold]importing[/] {task.description}"), BarColumn(), DownloadColumn(),
         TextColumn("{task.fields[rows]:,} rows"), TimeElapsedColumn(),
-        console=console, disable=not progress, transient=False,
+        console=console(), disable=not progress, transient=False,
     ) as bar:
         task = bar.add_task(path.name, total=size, rows=0)
 
@@ -117,7 +116,7 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str | None:
 def print_import_summary(outcome: ImportOutcome) -> None:
     result = outcome.result
     if outcome.already_imported:
-        console.print(f"[yellow]{result.name}: this content was already imported; nothing changed.[/]")
+        console().print(f"[yellow]{result.name}: this content was already imported; nothing changed.[/]")
     table = Table(title=f"Import of {result.name}", show_header=False)
     table.add_column("")
     table.add_column("", justify="right")
@@ -133,7 +132,7 @@ def print_import_summary(outcome: ImportOutcome) -> None:
         ("rows/s", f"{outcome.rows_per_second:,.0f}"),
     ):
         table.add_row(label, value)
-    console.print(table)
+    console().print(table)
     if result.sample_rejects:
         rejects = Table(title=f"First rejected rows (of {result.rejected:,}; all in import_rejects, file_id {result.file_id})")
         rejects.add_column("line", justify="right")
@@ -141,7 +140,7 @@ def print_import_summary(outcome: ImportOutcome) -> None:
         rejects.add_column("row", overflow="ellipsis", no_wrap=True, max_width=36)
         for line, reason, raw in result.sample_rejects:
             rejects.add_row(str(line), reason, raw)
-        console.print(rejects)
+        console().print(rejects)
 
 
 @click.command("import")
@@ -171,7 +170,7 @@ def generate_orders_command(rows: int, out: Path, seed: int, bad_rows: int, prod
     if bad_rows > rows:
         raise click.ClickException("--bad-rows cannot exceed --rows")
     generated = generate_orders(out, rows=rows, seed=seed, bad_rows=bad_rows, products=products)
-    console.print(
+    console().print(
         f"wrote {generated.rows:,} lines ({generated.orders:,} orders, {generated.customers:,} customers in the pool, "
         f"{generated.bad_rows:,} bad rows) to {out}"
     )
@@ -198,14 +197,14 @@ def catalog_load(file: Path, encoding: str) -> None:
 
 def print_catalog_summary(result: CatalogResult) -> None:
     if result.already_loaded:
-        console.print(f"[yellow]{result.name}: this content was already loaded; nothing changed.[/]")
+        console().print(f"[yellow]{result.name}: this content was already loaded; nothing changed.[/]")
         return
-    console.print(
+    console().print(
         f"{result.name}: {result.rows_read:,} rows, {result.products_created:,} products created, "
         f"{result.products_updated:,} updated, {result.rejected:,} rejected"
     )
     for reject in result.rejects:
-        console.print(f"  line {reject.line_number}: {reject.reason}")
+        console().print(f"  line {reject.line_number}: {reject.reason}")
 
 
 @catalog.command("generate")
@@ -215,4 +214,4 @@ def print_catalog_summary(result: CatalogResult) -> None:
 def catalog_generate(out: Path, products: int, stock: int) -> None:
     """Write the catalog that generated order files use."""
     write_catalog(out, products=products, stock=stock)
-    console.print(f"wrote {products:,} products with stock {stock:,} each to {out}")
+    console().print(f"wrote {products:,} products with stock {stock:,} each to {out}")

@@ -6,16 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Connection
 
 from ordersys_pipelines.cli import runtime
+from ordersys_pipelines.cli.console import console
 from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.domain.orders import operations
 from ordersys_pipelines.domain.orders.queries import OrderDetails, order_details
-
-console = Console()
 
 
 def money(cents: int | None, currency: str) -> str:
@@ -82,7 +80,7 @@ def show(ref: str) -> None:
         for section in SHOW_SECTIONS:
             renderable = section(conn, details, settings.currency)
             if renderable is not None:
-                console.print(renderable)
+                console().print(renderable)
 
 
 def _refs(refs: tuple[str, ...], file: Path | None) -> list[str]:
