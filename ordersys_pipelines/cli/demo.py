@@ -6,6 +6,8 @@ add their own step to the sequence.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from pathlib import Path
 
@@ -15,12 +17,17 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from ordersys_pipelines.cli import runtime
+from ordersys_pipelines.cli.analytics import kpi, leaderboard, refresh
 from ordersys_pipelines.cli.console import console
 from ordersys_pipelines.cli.imports import import_file, print_catalog_summary, print_import_summary
+from ordersys_pipelines.cli.notifications import report
+from ordersys_pipelines.cli.process import process
 from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.db.schema import customers, order_lines, orders, products
 from ordersys_pipelines.domain.imports.catalog import load_catalog
 from ordersys_pipelines.domain.imports.generate import generate_orders, write_catalog
+from ordersys_pipelines.domain.refunds.amounts import format_cents
+from ordersys_pipelines.domain.refunds.requests import RefundRefused, request_refund
 from ordersys_pipelines.settings import Settings
 
 DEMO_DIR = Path("data/demo")
@@ -49,15 +56,98 @@ def print_counts(settings: Settings) -> None:
     console().print(table)
 
 
+def busiest_day(settings: Settings) -> str | None:
+    """The order date with the most orders: the day whose KPIs the demo shows before and after."""
+    with get_engine(settings.database_url).connect() as conn:
+        day = func.date(orders.c.order_date)
+        row = conn.execute(select(day).group_by(day).order_by(func.count().desc(), day).limit(1)).first()
+    return str(row[0]) if row else None
+
+
+def request_demo_refunds(settings: Settings, count: int, seed: int) -> None:
+    """Refund `count` finalized orders: the first half in full, the rest 30 %; the first request
+    is sent twice with the same reference to show it is one refund."""
+    with get_engine(settings.database_url).connect() as conn:
+        chosen = conn.execute(
+            select(orders.c.order_ref, orders.c.total_cents)
+            .where(orders.c.status == "finalized")
+            .order_by(orders.c.order_ref)
+            .limit(count)
+        ).all()
+    table = Table(title="Refund requests")
+    for column in ("order", "reference", "amount", "type", "status", "note"):
+        table.add_column(column)
+    requests = [(ref, total, i < (count + 1) // 2) for i, (ref, total) in enumerate(chosen)]
+    if requests:
+        requests.insert(1, requests[0])  # the same request again: idempotent
+    engine = get_engine(settings.database_url)
+    for order_ref, total, full in requests:
+        reference = f"demo-{seed}-{order_ref}"
+        with engine.connect() as conn:
+            try:
+                result = request_refund(
+                    conn, order_ref, None if full else max(1, total * 30 // 100), full=full,
+                    reference=reference, reason="demo refund",
+                )
+                note = "new" if result.created else "repeated: same refund"
+                refund = result.refund
+                table.add_row(order_ref, reference, format_cents(refund.amount_cents), refund.type, refund.status, note)
+            except RefundRefused as refused:
+                table.add_row(order_ref, reference, "", "", "rejected", refused.reason)
+    console().print(table)
+
+
+def log_notifications_to_file() -> Path:
+    """The log channel writes one JSON line per notification: a file keeps the demo readable."""
+    path = Path(".ordersys/notifications.log")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    channel_logger = logging.getLogger("ordersys.notifications")
+    channel_logger.addHandler(handler)
+    channel_logger.propagate = False
+    return path
+
+
+def show_before(ctx: click.Context, command: click.Command, **params) -> None:
+    """Run a read command; before the first KPI run there may be nothing to read yet."""
+    try:
+        ctx.invoke(command, **params)
+    except click.ClickException as nothing_yet:
+        console().print(f"[dim]{nothing_yet.message}[/]")
+
+
+def where_to_look() -> None:
+    console().print(
+        "\nWatch it in the Dagster UI: [bold]make up[/] then open http://127.0.0.1:3000 —\n"
+        "  Runs: every import, workflow, settlement, refund, notification and KPI run of this demo\n"
+        "  (recorded there when DAGSTER_HOME is set; `make up` sets it to .dagster_home);\n"
+        "  Catalog: orders_csv, daily_kpis, customer_leaderboard with their metadata and checks;\n"
+        "  Automation: the sensors and schedules that do all of this with no click.\n"
+        "Backlog and latest runs from the terminal: [bold]ordersys status[/]."
+    )
+
+
 @click.command()
 @click.option("--rows", type=click.IntRange(min=1), default=20_000, show_default=True, help="Order lines to generate.")
+@click.option("--refunds", "refund_count", type=click.IntRange(min=0), default=6, show_default=True,
+              help="Finalized orders to refund (half in full, half partially).")
 @click.option("--bad-rows", type=click.IntRange(min=0), default=25, show_default=True)
 @click.option("--seed", type=int, help="Seed of the generated file (default: a new one each run).")
-def demo(rows: int, bad_rows: int, seed: int | None) -> None:
-    """Generate a catalog and an order file, import them, print what the database holds."""
-    step("1. Database")
-    settings = runtime.load_settings()
-    console().print(f"schema up to date at {make_url(settings.database_url).render_as_string(hide_password=True)}")
+@click.pass_context
+def demo(ctx: click.Context, rows: int, refund_count: int, bad_rows: int, seed: int | None) -> None:
+    """The whole pipeline on a generated file: import, workflow and payments, refunds,
+    notifications, KPIs and leaderboard, with the figures before and after."""
+    # Retries come back within seconds in the demo (not after the production backoff).
+    for name in ("ORDERSYS_REFUND_BACKOFF_SECONDS", "ORDERSYS_NOTIFY_BACKOFF_SECONDS"):
+        os.environ.setdefault(name, "1")
+
+    step("1. Database and Redis")
+    settings = runtime.load_settings(need_redis=True)
+    console().print(f"database {make_url(settings.database_url).render_as_string(hide_password=True)}")
+    console().print(f"redis    {settings.effective_redis_url}")
+    if settings.notify_channel == "log":
+        console().print(f"customer notifications (log channel) are written to {log_notifications_to_file()}")
 
     step("2. Catalog")
     catalog_file = DEMO_DIR / "catalog.csv"
@@ -72,6 +162,26 @@ def demo(rows: int, bad_rows: int, seed: int | None) -> None:
 
     step("4. Import")
     print_import_summary(import_file(settings, orders_file))
+    day = busiest_day(settings)
 
-    step("5. Counts")
+    step(f"5. Before: KPIs of {day} and the leaderboard (from Redis)")
+    show_before(ctx, kpi, day=day)
+    show_before(ctx, leaderboard, top=5)
+
+    step("6. Workflow and payments: reserve stock, take payment, settle callbacks")
+    ctx.invoke(process, max_wait=30.0, quiet=False)
     print_counts(settings)
+
+    step(f"7. Refunds ({refund_count} requested)")
+    request_demo_refunds(settings, refund_count, seed)
+    ctx.invoke(process, max_wait=30.0, quiet=False)
+
+    step("8. KPIs and leaderboard materialized into Redis")
+    ctx.invoke(refresh)
+
+    step(f"9. After: KPIs of {day} and of today (refunds, notifications), top customers")
+    ctx.invoke(kpi, day=day)
+    ctx.invoke(kpi, day=None)
+    ctx.invoke(leaderboard, top=10)
+    ctx.invoke(report, limit=5, notification_type=None, status=None, order_ref=None)
+    where_to_look()

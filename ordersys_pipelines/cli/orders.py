@@ -14,6 +14,7 @@ from ordersys_pipelines.cli.console import console
 from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.domain.orders import operations
 from ordersys_pipelines.domain.orders.queries import OrderDetails, order_details
+from ordersys_pipelines.domain.refunds.queries import refunds_table
 
 
 def money(cents: int | None, currency: str) -> str:
@@ -60,7 +61,13 @@ def _events(conn: Connection, details: OrderDetails, currency: str) -> Table:
 
 # What `orders show` prints, in order. Another area adds its section here (refunds append a
 # table of the order's refunds): a function (conn, details, currency) → a renderable or None.
-SHOW_SECTIONS: list[Callable[[Connection, OrderDetails, str], object | None]] = [_summary, _lines, _events]
+def _refunds(conn: Connection, details: OrderDetails, currency: str) -> str:
+    return "Refunds\n" + refunds_table(conn, details.order.id)
+
+
+SHOW_SECTIONS: list[Callable[[Connection, OrderDetails, str], object | None]] = [
+    _summary, _lines, _events, _refunds,
+]
 
 
 @click.group()

@@ -20,9 +20,13 @@ from ordersys_pipelines.cli import runtime
 from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import orders
 from ordersys_pipelines.domain import claims
+from ordersys_pipelines.domain.notifications.dispatch import due_summary
 from ordersys_pipelines.domain.orders import reservation
 from ordersys_pipelines.domain.orders.states import CREATED, RESERVED
 from ordersys_pipelines.domain.payments import settlement
+from ordersys_pipelines.domain.refunds.processing import backlog as refund_backlog
+from ordersys_pipelines.jobs.notifications import notification_dispatch
+from ordersys_pipelines.jobs.refunds import refund_processing
 from ordersys_pipelines.jobs.settlement import payment_settlement
 from ordersys_pipelines.jobs.workflow import order_workflow
 from ordersys_pipelines.settings import Settings
@@ -69,11 +73,29 @@ def _settlement_next_due(settings: Settings) -> datetime | None:
         return settlement.next_due(conn, settings.payment_timeout_seconds)
 
 
+def _refunds_pending(settings: Settings) -> bool:
+    with get_engine(settings.database_url).connect() as conn:
+        return refund_backlog(conn).due > 0
+
+
+def _refunds_next_due(settings: Settings) -> datetime | None:
+    with get_engine(settings.database_url).connect() as conn:
+        return refund_backlog(conn).next_due_at
+
+
+def _notifications_pending(settings: Settings) -> bool:
+    with get_engine(settings.database_url).connect() as conn:
+        return due_summary(conn)[0] > 0
+
+
 STAGES: list[Stage] = [
     Stage("workflow", order_workflow, _workflow_pending, _batch_config(["reserve_stock", "initiate_payments"]),
           _workflow_next_due),
     Stage("settlement", payment_settlement, _settlement_pending,
           _batch_config(["apply_callbacks", "expire_overdue_payments"]), _settlement_next_due),
+    Stage("refunds", refund_processing, _refunds_pending, next_due=_refunds_next_due),
+    # Notifications are sent last in a round, after the stages that write them.
+    Stage("notifications", notification_dispatch, _notifications_pending),
 ]
 
 
