@@ -31,7 +31,7 @@ def engine_(settings):
 
 def test_process_runs_every_stage_until_nothing_is_left(cli, engine_, monkeypatch):
     monkeypatch.setenv("ORDERSYS_GATEWAY_DUPLICATE_RATE", "0.3")
-    monkeypatch.setenv("ORDERSYS_GATEWAY_CALLBACK_DELAY", "2")
+    monkeypatch.setenv("ORDERSYS_GATEWAY_CALLBACK_DELAY", "5")
     monkeypatch.setenv("ORDERSYS_BATCH_SIZE", "4")
     with engine_.begin() as conn:
         add_products(conn, {"A": 6, "B": 100})
