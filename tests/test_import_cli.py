@@ -85,17 +85,3 @@ def test_generated_files_look_like_a_shop(tmp_path):
     dates = table["order_date"][table["order_date"].str.match(r"^\d{4}-\d{2}-\d{2} ")].str[:10]
     assert 330 < (max(dates.map(lambda d: __import__("datetime").date.fromisoformat(d)))
                   - min(dates.map(lambda d: __import__("datetime").date.fromisoformat(d)))).days <= 365
-
-
-def test_demo_runs_the_steps_on_a_fresh_database(sqlite_url, redis_prefix, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ORDERSYS_DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("ORDERSYS_INBOX", str(tmp_path / "inbox"))
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    result = CliRunner().invoke(main, ["demo", "--rows", "400", "--bad-rows", "4", "--seed", "3"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    for text in ("1. Database", "2. Catalog", "3. Order file", "4. Import", "5. Counts", "orders created"):
-        assert text in result.output
-    engine = get_engine(sqlite_url)
-    assert scalar(engine, "SELECT count(*) FROM order_lines") == 396
-    assert scalar(engine, "SELECT min(stock) FROM products") == 1000
