@@ -26,6 +26,7 @@ def get_engine(url: str) -> Engine:
         # pysqlite's own transaction handling defers BEGIN; take the write lock at BEGIN
         # instead, so concurrent writers queue on busy_timeout rather than deadlock.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "checkin", _drop_rowset_tables)
         return engine
     # Server-side defaults (CURRENT_TIMESTAMP) land in naive columns in the session's time
     # zone; pin it to UTC so they agree with utcnow() whatever the server's default zone is.
@@ -40,6 +41,19 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def _drop_rowset_tables(dbapi_connection, _record) -> None:
+    """Temporary tables of db.rowsets live until the connection is handed back."""
+    if dbapi_connection is None:
+        return
+    cursor = dbapi_connection.cursor()
+    names = [row[0] for row in cursor.execute(
+        "SELECT name FROM sqlite_temp_master WHERE type = 'table' AND name LIKE 'rowset\\_%' ESCAPE '\\'"
+    )]
+    for name in names:
+        cursor.execute(f'DROP TABLE temp."{name}"')
     cursor.close()
 
 

@@ -15,9 +15,13 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Column,
     ColumnElement,
     Connection,
+    Index,
+    MetaData,
     Subquery,
+    Table,
     Text,
     any_,
     bindparam,
@@ -25,12 +29,12 @@ from sqlalchemy import (
     column,
     func,
     select,
-    type_coerce,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeEngine
 
 Columns = Sequence[tuple[str, TypeEngine]]
+TEMP_TABLE_PREFIX = "rowset_"
 
 
 def rowset(conn: Connection, rows: Iterable[Sequence], columns: Columns, name: str = "rows") -> Subquery:
@@ -45,11 +49,28 @@ def rowset(conn: Connection, rows: Iterable[Sequence], columns: Columns, name: s
             .render_derived(name=f"{name}_src", with_types=True)
         )
         return select(*[source.c[c] for c in names]).subquery(name)
-    document = json.dumps([list(row) for row in rows])
-    source = func.json_each(bindparam(param, document, type_=Text)).table_valued("value")
-    return select(
-        *[type_coerce(func.json_extract(source.c.value, f"$[{i}]"), t).label(c) for i, (c, t) in enumerate(columns)]
-    ).subquery(name)
+    return _sqlite_temp_rowset(conn, rows, columns, name)
+
+
+def _sqlite_temp_rowset(conn: Connection, rows: Iterable[Sequence], columns: Columns, name: str) -> Subquery:
+    """On SQLite the rows go into a temporary table indexed on its first column: a json_each
+    subquery joined in UPDATE … FROM is read again for every outer row (quadratic in the batch).
+    Each call gets a table of its own, so a statement built earlier keeps its rows; the engine
+    drops them when the connection goes back to the pool (db.engine)."""
+    serial = conn.info["rowset_serial"] = conn.info.get("rowset_serial", 0) + 1
+    table_name = f"{TEMP_TABLE_PREFIX}{name}_{serial}"
+    table = Table(
+        table_name,
+        MetaData(),
+        *[Column(c, t) for c, t in columns],
+        Index(f"ix_{table_name}", columns[0][0]),
+        prefixes=["TEMPORARY"],
+    )
+    table.create(conn)
+    values = [dict(zip([c for c, _ in columns], row, strict=True)) for row in rows]
+    if values:
+        conn.execute(table.insert(), values)
+    return select(*table.c).subquery(name)
 
 
 def in_ids(conn: Connection, column_: ColumnElement, ids: Iterable[int], name: str = "ids") -> ColumnElement[bool]:
