@@ -61,6 +61,16 @@ file_orders = Table(
     prefixes=["TEMPORARY"],
     postgresql_on_commit="DROP",
 )
+# The ids of the orders this merge inserted or replaced, so the lines join a table the size of
+# the file rather than all of `orders`.
+file_order_ids = Table(
+    "tmp_import_order_ids",
+    _temp,
+    Column("order_ref", String(100), nullable=False),
+    Column("order_id", BigInteger, nullable=False),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
+)
 
 
 @dataclass
@@ -105,6 +115,7 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
         conn.exec_driver_sql("ANALYZE import_staging")
     else:
         conn.exec_driver_sql("DROP TABLE IF EXISTS temp.tmp_import_orders")
+        conn.exec_driver_sql("DROP TABLE IF EXISTS temp.tmp_import_order_ids")
 
     # Products first seen here start with the default stock.
     statement = upsert(products).from_select(
@@ -206,16 +217,30 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
             source = source.where(~exists().where(orders.c.order_ref == t.order_ref))
         counts.orders += _rowcount(conn, insert(orders).from_select(columns, source))
 
-    # Lines, numbered in file order within each order.
-    line_no = func.row_number().over(partition_by=orders.c.id, order_by=s.c.line_number)
+    # This file's orders and their ids: one probe of the order_ref index per order of the file.
+    file_order_ids.create(conn)
+    conn.execute(
+        insert(file_order_ids).from_select(
+            ["order_ref", "order_id"],
+            select(orders.c.order_ref, orders.c.id).where(
+                orders.c.order_ref.in_(select(t.order_ref)), orders.c.import_file_id == file_id
+            ),
+        )
+    )
+    if pg:
+        conn.exec_driver_sql("ANALYZE tmp_import_order_ids")
+    ids = file_order_ids.c
+
+    # Lines, numbered in file order within each order (and written in order_id order, so the
+    # foreign-key and (order_id, line_no) checks walk the pages of orders and the index in turn).
+    line_no = func.row_number().over(partition_by=ids.order_id, order_by=s.c.line_number)
     counts.lines_imported = _rowcount(
         conn,
         insert(order_lines).from_select(
             ["order_id", "line_no", "product_id", "quantity", "unit_price_cents"],
-            select(orders.c.id, line_no, products.c.id, s.c.quantity, s.c.unit_price_cents)
+            select(ids.order_id, line_no, products.c.id, s.c.quantity, s.c.unit_price_cents)
             .select_from(
-                s.join(orders, and_(orders.c.order_ref == s.c.order_ref, orders.c.import_file_id == file_id))
-                .join(products, products.c.sku == s.c.sku)
+                s.join(file_order_ids, ids.order_ref == s.c.order_ref).join(products, products.c.sku == s.c.sku)
             )
             .where(staged),
         ),
@@ -223,6 +248,7 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
 
     _clear_staging(conn, file_id)
     if not pg:
+        file_order_ids.drop(conn)
         file_orders.drop(conn)
     return counts
 
