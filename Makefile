@@ -3,7 +3,8 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command 
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?= -n 2
+# loadgroup: the end-to-end tests (xdist_group "stack") share one worker and so one stack.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: venv demo test lint ui up down bench bench-import bench-workflow bench-analytics bench-notifications clean
 

@@ -47,8 +47,11 @@ up() {
   export PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded"
   # Started from $home so the instance's own dagster.yaml is the only one in sight.
   # Its own session, so `down` can stop webserver, daemon and code servers as one group.
-  (cd "$home" && setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$pidfile" \
-      "$bin/dagster" dev -w "$root/workspace.yaml" -h 127.0.0.1 -p "$port" > "$home/dagster-dev.log" 2>&1 &)
+  # The redirections apply to the whole background subshell: no process left behind may hold
+  # this script's stdout/stderr, or a caller reading them (CI, a test) waits for ever.
+  (cd "$home" && exec setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$pidfile" \
+      "$bin/dagster" dev -w "$root/workspace.yaml" -h 127.0.0.1 -p "$port") \
+      > "$home/dagster-dev.log" 2>&1 < /dev/null &
   sleep 0.5
   for _ in $(seq 1 120); do
     if curl -sf "http://127.0.0.1:$port/server_info" >/dev/null 2>&1; then
