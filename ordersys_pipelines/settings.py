@@ -62,6 +62,9 @@ class Settings:
     chunk_rows: int = 50_000
     default_stock: int = 0
     batch_size: int = 10_000
+    # Most runs of one stage a sensor tick starts for a large backlog (the run queue's tag
+    # limits in dagster.yaml decide how many execute at once).
+    parallel_runs: int = 4
     timezone: str = "UTC"
     kpi_start_date: str = "2020-01-01"
     currency: str = "EUR"
@@ -114,6 +117,7 @@ class Settings:
             chunk_rows=_int("ORDERSYS_CHUNK_ROWS", 50_000, minimum=1),
             default_stock=_int("ORDERSYS_DEFAULT_STOCK", 0),
             batch_size=_int("ORDERSYS_BATCH_SIZE", 10_000, minimum=1),
+            parallel_runs=_int("ORDERSYS_PARALLEL_RUNS", 4, minimum=1),
             timezone=_str("ORDERSYS_TIMEZONE", "UTC"),
             kpi_start_date=_str("ORDERSYS_KPI_START_DATE", "2020-01-01"),
             currency=_str("ORDERSYS_CURRENCY", "EUR"),

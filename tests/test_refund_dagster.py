@@ -144,6 +144,20 @@ def test_sensor_launches_once_per_state_of_due_work(settings, db_url, run_resour
     assert isinstance(done, dg.SkipReason)
 
 
+def test_sensor_splits_a_large_backlog_into_parallel_batch_runs(db_url, monkeypatch):
+    engine = get_engine(db_url)
+    make_order(engine, total_cents=5_000)
+    for n in range(5):
+        _request(engine, f"R-{n}", 100)
+    monkeypatch.setenv("ORDERSYS_BATCH_SIZE", "2")
+    monkeypatch.setenv("ORDERSYS_PARALLEL_RUNS", "2")  # 3 batches due, 2 runs now, the rest next tick
+    result, _ = _tick(db_url)
+    first, second = result.run_requests
+    assert second.run_key == f"{first.run_key}:1"
+    assert {r.run_config["ops"]["process_refund_batch"]["config"]["batch_size"] for r in result.run_requests} == {2}
+    assert first.tags["ordersys/due"] == "5"
+
+
 def test_sensor_relaunches_for_claims_of_a_stopped_run_once_they_lapse(db_url):
     engine = get_engine(db_url)
     make_order(engine)

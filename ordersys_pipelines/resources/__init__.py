@@ -36,6 +36,7 @@ def build_resources(settings: Settings) -> dict:
             batch_size=settings.batch_size,
             claim_lease_seconds=settings.claim_lease_seconds,
             payment_timeout_seconds=settings.payment_timeout_seconds,
+            max_runs_per_tick=settings.parallel_runs,
         ),
     }
 

@@ -6,8 +6,8 @@ import dagster as dg
 
 
 class WorkflowSettingsResource(dg.ConfigurableResource):
-    """ORDERSYS_BATCH_SIZE, ORDERSYS_CLAIM_LEASE_SECONDS and ORDERSYS_PAYMENT_TIMEOUT for the
-    workflow and settlement jobs and their sensors."""
+    """ORDERSYS_BATCH_SIZE, ORDERSYS_CLAIM_LEASE_SECONDS, ORDERSYS_PAYMENT_TIMEOUT and
+    ORDERSYS_PARALLEL_RUNS for the workflow and settlement jobs and their sensors."""
 
     batch_size: int = 10_000
     claim_lease_seconds: int = 300

@@ -18,6 +18,8 @@ from ordersys_pipelines.domain.notifications.dispatch import due_summary
 from ordersys_pipelines.jobs.notifications import dispatch_notifications, notification_dispatch
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.notifier import NotifierResource
+from ordersys_pipelines.sensors.batching import parallel_runs, share
+from ordersys_pipelines.settings import get_settings
 
 MAX_BATCHES_PER_RUN = 50
 IN_FLIGHT = [
@@ -58,16 +60,23 @@ def notification_dispatch_sensor(
             return dg.SkipReason(f"{count} notifications due, already requested (run key {previous['run_key']})")
         repeat = previous.get("repeat", 0) + 1
     run_key = f"notifications:{fingerprint}:{repeat}"
-    batches = min(math.ceil(count / notifier.batch_size), MAX_BATCHES_PER_RUN)
-    request = dg.RunRequest(
-        run_key=run_key,
-        run_config={"ops": {dispatch_notifications.name: {"config": {
-            "batch_size": notifier.batch_size, "max_batches": batches}}}},
-        tags={"ordersys/due": str(count)},
-    )
+    # The due batches are shared among up to ORDERSYS_PARALLEL_RUNS runs (each claims its own
+    # notifications); one run takes at most MAX_BATCHES_PER_RUN, the next tick the rest.
+    batches = math.ceil(count / notifier.batch_size)
+    runs = parallel_runs(batches, 1, get_settings().parallel_runs)
+    per_run = min(share(batches, runs), MAX_BATCHES_PER_RUN)
+    requests = [
+        dg.RunRequest(
+            run_key=run_key if i == 0 else f"{run_key}:{i}",
+            run_config={"ops": {dispatch_notifications.name: {"config": {
+                "batch_size": notifier.batch_size, "max_batches": per_run}}}},
+            tags={"ordersys/due": str(count)},
+        )
+        for i in range(runs)
+    ]
     cursor = {"fingerprint": fingerprint, "requested_at": now, "repeat": repeat, "run_key": run_key,
               "max_id": max_id}
-    return dg.SensorResult(run_requests=[request], cursor=json.dumps(cursor))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
 
 defs = dg.Definitions(jobs=[notification_dispatch], sensors=[notification_dispatch_sensor])

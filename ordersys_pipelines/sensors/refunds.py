@@ -7,8 +7,14 @@ import time
 import dagster as dg
 
 from ordersys_pipelines.domain.refunds.processing import backlog
-from ordersys_pipelines.jobs.refunds import STAGE_TAGS, refund_processing, refund_request
+from ordersys_pipelines.jobs.refunds import (
+    STAGE_TAGS,
+    process_refund_batch,
+    refund_processing,
+    refund_request,
+)
 from ordersys_pipelines.resources.database import DatabaseResource
+from ordersys_pipelines.sensors.batching import parallel_runs
 from ordersys_pipelines.settings import get_settings
 
 
@@ -30,15 +36,25 @@ def refund_processing_sensor(context: dg.SensorEvaluationContext, database: Data
     # The watermark (newest event among the due refunds) changes whenever the due work does.
     # Unchanged work is launched again only after a lease, in case the run launched for it died
     # before claiming anything; the run key makes a repeated tick launch nothing twice.
-    lease = get_settings().claim_lease_seconds
+    settings = get_settings()
+    lease = settings.claim_lease_seconds
     now = time.time()
     cursor = json.loads(context.cursor) if context.cursor else {}
     if cursor.get("watermark") == work.watermark and now - cursor.get("launched_at", 0) < lease:
         return dg.SkipReason(f"{work.due} due refunds already have a run (watermark {work.watermark})")
     run_key = f"refunds:{work.watermark}:{int(now // lease)}"
+    # A large backlog is split into batch runs; each claims its own refunds.
+    runs = parallel_runs(work.due, settings.batch_size, settings.parallel_runs)
+    requests = [
+        dg.RunRequest(
+            run_key=run_key if i == 0 else f"{run_key}:{i}",
+            run_config={"ops": {process_refund_batch.name: {"config": {"batch_size": settings.batch_size}}}},
+            tags={**STAGE_TAGS, "ordersys/due": str(work.due)},
+        )
+        for i in range(runs)
+    ]
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=run_key, tags={**STAGE_TAGS, "ordersys/due": str(work.due)})],
-        cursor=json.dumps({"watermark": work.watermark, "launched_at": now}),
+        run_requests=requests, cursor=json.dumps({"watermark": work.watermark, "launched_at": now})
     )
 
 

@@ -3,14 +3,12 @@ after an import succeeds.
 
 A tick only looks (a couple of capped COUNT queries). While a run of the job is queued or in
 progress it starts nothing (that run, or the next tick, takes the rest). Otherwise it starts
-enough runs for the backlog (one per batch, at most `max_runs_per_tick`); concurrent runs are
+enough runs for the backlog (one per batch, at most ORDERSYS_PARALLEL_RUNS); concurrent runs are
 safe because each claims its own orders. The cursor counts the ticks that started runs and is
 part of every run key, so a tick evaluated twice with the same cursor starts nothing twice.
 """
 
 # No `from __future__ import annotations`: Dagster reads the sensor signatures at definition time.
-import math
-
 import dagster as dg
 
 from ordersys_pipelines.domain.orders import reservation
@@ -18,6 +16,7 @@ from ordersys_pipelines.domain.payments import settlement
 from ordersys_pipelines.jobs.settlement import payment_settlement
 from ordersys_pipelines.jobs.workflow import order_workflow
 from ordersys_pipelines.resources import DatabaseResource, WorkflowSettingsResource
+from ordersys_pipelines.sensors.batching import parallel_runs
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -43,7 +42,7 @@ def _requests(context: dg.SensorEvaluationContext, job_name: str, stage: str, pe
     if not pending:
         return dg.SkipReason("no pending work")
     tick = int(context.cursor or 0) + 1
-    runs = min(math.ceil(pending / workflow.batch_size), workflow.max_runs_per_tick)
+    runs = parallel_runs(pending, workflow.batch_size, workflow.max_runs_per_tick)
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(run_key=f"{job_name}:{tick}:{i}", tags=run_tags(stage, workflow.batch_size))

@@ -73,9 +73,12 @@ def test_the_sensor_requests_a_run_for_due_work_once(shop, resources, engine):
 
     shop.enqueue("order_confirmed", shop.orders(7))
     result, _ = _tick(instance, resources)
-    [request] = result.run_requests
-    assert request.run_key.startswith("notifications:7-7-")
-    assert request.run_config["ops"]["dispatch_notifications"]["config"] == {"batch_size": 3, "max_batches": 3}
+    # 7 due in batches of 3: three parallel runs of one batch each (ORDERSYS_PARALLEL_RUNS is 4).
+    request, *others = result.run_requests
+    assert request.run_key.startswith("notifications:7-7-") and request.run_key.endswith(":0")
+    assert [r.run_key for r in others] == [f"{request.run_key}:1", f"{request.run_key}:2"]
+    assert all(r.run_config["ops"]["dispatch_notifications"]["config"] == {"batch_size": 3, "max_batches": 1}
+               for r in result.run_requests)
     assert request.tags["ordersys/due"] == "7"
     cursor = result.cursor
 
@@ -95,6 +98,17 @@ def test_the_sensor_requests_a_run_for_due_work_once(shop, resources, engine):
         conn.execute(update(notifications).values(status="sent"))
     idle, _ = _tick(instance, resources, more.cursor)
     assert isinstance(idle, dg.SkipReason)
+
+
+def test_the_sensor_shares_the_batches_among_at_most_the_configured_runs(shop, resources, monkeypatch):
+    shop.enqueue("order_confirmed", shop.orders(7))
+    monkeypatch.setenv("ORDERSYS_PARALLEL_RUNS", "2")
+    result, _ = _tick(dg.DagsterInstance.ephemeral(), resources)
+    assert [r.run_config["ops"]["dispatch_notifications"]["config"]["max_batches"] for r in result.run_requests] == [2, 2]
+    monkeypatch.setenv("ORDERSYS_PARALLEL_RUNS", "1")
+    result, _ = _tick(dg.DagsterInstance.ephemeral(), resources)
+    [request] = result.run_requests
+    assert request.run_config["ops"]["dispatch_notifications"]["config"] == {"batch_size": 3, "max_batches": 3}
 
 
 def test_the_sensor_waits_while_a_dispatch_run_is_in_flight(shop, resources):
