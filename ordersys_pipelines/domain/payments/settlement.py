@@ -122,11 +122,6 @@ def apply_claimed(
             result.declined[order.id] = f"payment declined: {event.get('reason') or 'no reason given'}"
             status[order.id] = FAILED
 
-    settled = result.finalized + list(result.declined)
-    if settled:
-        inventory.lock_products_of_orders(conn, settled)
-        inventory.commit_reserved(conn, result.finalized, now)
-        inventory.release_reserved(conn, list(result.declined), now)
     if result.finalized:
         transition(conn, result.finalized, FINALIZED, None, run_id, expected_from=AWAITING_PAYMENT, now=now)
         for kind in ("order_confirmed", "payment_succeeded"):
@@ -148,6 +143,13 @@ def apply_claimed(
         .values(status=outcome.c.status, reason=outcome.c.reason, processed_at=now, run_id=run_id,
                 claimed_by=None, claim_expires_at=None)
     )
+    # Stock last: every settlement touches the same hot product rows, so their locks are taken
+    # just before commit and concurrent settlement runs wait on each other only that long.
+    settled = result.finalized + list(result.declined)
+    if settled:
+        inventory.lock_products_of_orders(conn, settled)
+        inventory.commit_reserved(conn, result.finalized, now)
+        inventory.release_reserved(conn, list(result.declined), now)
     return result
 
 
