@@ -8,7 +8,7 @@ from refunds_support import gateway_refund_calls, make_order, refund_rows
 
 from ordersys_pipelines.cli import main
 from ordersys_pipelines.db.engine import get_engine
-from ordersys_pipelines.domain.refunds.amounts import AmountError, format_cents, parse_amount
+from ordersys_pipelines.domain.refunds.amounts import AmountError, parse_amount
 
 
 @pytest.mark.parametrize(("text", "cents"), [("12.50", 1_250), ("0.01", 1), ("7", 700), ("0.29", 29),
@@ -22,11 +22,6 @@ def test_amounts_parse_exactly(text, cents):
 def test_bad_amounts_are_named(text, message):
     with pytest.raises(AmountError, match=message):
         parse_amount(text)
-
-
-def test_format_cents():
-    assert [format_cents(c) for c in (0, 1, 1_250, -5, 123_456_789)] == ["0.00", "0.01", "12.50", "-0.05",
-                                                                          "1234567.89"]
 
 
 @pytest.fixture

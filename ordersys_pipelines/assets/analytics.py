@@ -29,8 +29,8 @@ from ordersys_pipelines.domain.analytics.leaderboard import (
     customer_net_revenue,
     net_revenue_totals,
 )
-from ordersys_pipelines.domain.analytics.money import format_cents
 from ordersys_pipelines.domain.analytics.redis_store import AnalyticsStore, RankedCustomer
+from ordersys_pipelines.domain.money import grouped
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.redis import RedisResource
 from ordersys_pipelines.settings import Settings, get_settings
@@ -104,7 +104,7 @@ def _differences_md(differences: list[Difference]) -> dg.MetadataValue:
 
 def _top_md(top: list[RankedCustomer], currency: str) -> dg.MetadataValue:
     rows = [
-        [str(c.rank), c.name, c.email or "", format_cents(c.net_revenue_cents, currency)] for c in top
+        [str(c.rank), c.name, c.email or "", grouped(c.net_revenue_cents, currency)] for c in top
     ]
     return dg.MetadataValue.md(_md_table(["rank", "customer", "email", "net revenue"], rows))
 
@@ -122,7 +122,7 @@ def _kpi_metadata(first: date, last: date, kpis: dict[date, DayKpis], currency: 
             "last_day": last.isoformat(),
             **{f"total_{name}": values[name] for name in KPI_FIELDS if name != "average_order_value_cents"},
         }
-    metadata["net_revenue"] = format_cents(summed.revenue_cents, currency)
+    metadata["net_revenue"] = grouped(summed.revenue_cents, currency)
     return metadata
 
 
@@ -299,7 +299,7 @@ def build_analytics(settings: Settings) -> Analytics:
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(entries),
-                "total_net_revenue": format_cents(expected.net_revenue_cents, currency),
+                "total_net_revenue": grouped(expected.net_revenue_cents, currency),
                 "total_net_revenue_cents": expected.net_revenue_cents,
                 "top_10": _top_md(store.leaderboard_top(10), currency),
                 "seconds": round(seconds, 4),

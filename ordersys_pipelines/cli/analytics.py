@@ -11,8 +11,8 @@ import click
 from tabulate import tabulate
 
 from ordersys_pipelines.cli import runtime
-from ordersys_pipelines.domain.analytics.money import format_cents
 from ordersys_pipelines.domain.analytics.redis_store import AnalyticsStore
+from ordersys_pipelines.domain.money import grouped
 from ordersys_pipelines.settings import Settings
 
 
@@ -58,7 +58,7 @@ def kpi(ctx: click.Context, day: str | None) -> None:
         raise click.ClickException(f"the Redis hash for {wanted} holds a non-integer value: {stored}") from None
 
     def money(name: str) -> str:
-        return format_cents(values.get(name, 0), settings.currency)
+        return grouped(values.get(name, 0), settings.currency)
 
     rows = [
         ("Orders", values.get("order_count", 0)),
@@ -85,7 +85,7 @@ def leaderboard(top: int) -> None:
         click.echo("The leaderboard is empty (no revenue yet, or not built: `ordersys kpi refresh`).")
         return
     rows = [
-        (c.rank, c.name, c.email or "", format_cents(c.net_revenue_cents, settings.currency)) for c in ranked
+        (c.rank, c.name, c.email or "", grouped(c.net_revenue_cents, settings.currency)) for c in ranked
     ]
     click.echo(
         tabulate(rows, headers=["Rank", "Customer", "Email", "Net revenue"], colalign=("right", "left", "left", "right"))

@@ -26,7 +26,7 @@ from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.db.schema import customers, order_lines, orders, products
 from ordersys_pipelines.domain.imports.catalog import load_catalog
 from ordersys_pipelines.domain.imports.generate import generate_orders, write_catalog
-from ordersys_pipelines.domain.refunds.amounts import format_cents
+from ordersys_pipelines.domain.money import plain
 from ordersys_pipelines.domain.refunds.requests import RefundRefused, request_refund
 from ordersys_pipelines.settings import Settings
 
@@ -91,7 +91,7 @@ def request_demo_refunds(settings: Settings, count: int, seed: int) -> None:
                 )
                 note = "new" if result.created else "repeated: same refund"
                 refund = result.refund
-                table.add_row(order_ref, reference, format_cents(refund.amount_cents), refund.type, refund.status, note)
+                table.add_row(order_ref, reference, plain(refund.amount_cents), refund.type, refund.status, note)
             except RefundRefused as refused:
                 table.add_row(order_ref, reference, "", "", "rejected", refused.reason)
     console().print(table)

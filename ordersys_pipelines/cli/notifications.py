@@ -11,9 +11,9 @@ from tabulate import tabulate
 
 from ordersys_pipelines.cli import runtime
 from ordersys_pipelines.db.engine import get_engine
+from ordersys_pipelines.domain.money import for_customer
 from ordersys_pipelines.domain.notifications.config import NotifierConfig
 from ordersys_pipelines.domain.notifications.dispatch import dispatch_pending, due_summary
-from ordersys_pipelines.domain.notifications.money import format_cents
 from ordersys_pipelines.domain.notifications.report import (
     ReportError,
     notification_report,
@@ -45,7 +45,7 @@ def report(limit: int, notification_type: str | None, status: str | None, order_
         raise click.ClickException(str(exc)) from None
     table = [
         (row.id, row.order_ref or "-", row.type, row.status, row.channel or "-",
-         format_cents(row.total_cents, settings.currency) if row.total_cents is not None else "-",
+         for_customer(row.total_cents, settings.currency) if row.total_cents is not None else "-",
          _time(row.sent_at), _time(row.created_at))
         for row in rows
     ]

@@ -10,7 +10,8 @@ from sqlalchemy import select
 from ordersys_pipelines.cli.runtime import instance, load_settings, resources
 from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import orders
-from ordersys_pipelines.domain.refunds.amounts import AmountError, format_cents, parse_amount
+from ordersys_pipelines.domain.money import plain
+from ordersys_pipelines.domain.refunds.amounts import AmountError, parse_amount
 from ordersys_pipelines.domain.refunds.processing import backlog
 from ordersys_pipelines.domain.refunds.queries import refunds_table
 from ordersys_pipelines.domain.refunds.requests import RefundError, RefundRefused, request_refund
@@ -45,7 +46,7 @@ def refund(order_ref: str, amount: str | None, full: bool, reference: str, reaso
     r = result.refund
     prefix = "refund requested" if result.created else "existing refund returned (same reference and parameters)"
     click.echo(
-        f"{prefix}: #{r.id} {r.reference} for order {r.order_ref}: {format_cents(r.amount_cents)} "
+        f"{prefix}: #{r.id} {r.reference} for order {r.order_ref}: {plain(r.amount_cents)} "
         f"{settings.currency} ({r.type}), {r.status}"
     )
 
@@ -88,13 +89,13 @@ def process(batch_size: int | None, wait: bool) -> None:
             totals[name] += counts.get(name, 0)
         click.echo(
             f"run {result.run_id[:8]}: " + ", ".join(f"{counts.get(n, 0)} {n}" for n in COUNTS)
-            + f", {format_cents(counts.get('amount_refunded_cents', 0))} {settings.currency} refunded"
+            + f", {plain(counts.get('amount_refunded_cents', 0))} {settings.currency} refunded"
         )
         if not counts.get("claimed"):
             break  # another run holds what is due; it will record it
     click.echo(
         f"{runs} run(s): " + ", ".join(f"{totals[n]} {n}" for n in COUNTS)
-        + f", {format_cents(totals['amount_refunded_cents'])} {settings.currency} refunded"
+        + f", {plain(totals['amount_refunded_cents'])} {settings.currency} refunded"
     )
     with engine.connect() as conn:
         left = backlog(conn)
@@ -114,7 +115,7 @@ def show(order_ref: str) -> None:
         if order is None:
             raise click.ClickException(f"order {order_ref} does not exist")
         click.echo(
-            f"order {order_ref}: total {format_cents(order.total_cents)} {settings.currency}, "
+            f"order {order_ref}: total {plain(order.total_cents)} {settings.currency}, "
             f"refund state {order.refund_state or 'none'}"
         )
         click.echo(refunds_table(conn, order.id))

@@ -5,7 +5,8 @@
 import dagster as dg
 from pydantic import Field
 
-from ordersys_pipelines.domain.refunds.amounts import AmountError, format_cents, parse_amount
+from ordersys_pipelines.domain.money import plain
+from ordersys_pipelines.domain.refunds.amounts import AmountError, parse_amount
 from ordersys_pipelines.domain.refunds.processing import RefundPolicy, process_batch
 from ordersys_pipelines.domain.refunds.requests import RefundError, RefundRefused, request_refund
 from ordersys_pipelines.resources.database import DatabaseResource
@@ -44,7 +45,7 @@ def process_refund_batch(
         run_id=context.run_id,
     )
     context.log.info(
-        f"refunds: {report.processed} processed ({format_cents(report.amount_refunded_cents)}), "
+        f"refunds: {report.processed} processed ({plain(report.amount_refunded_cents)}), "
         f"{report.retried} to retry, {report.failed} failed, {report.skipped} skipped in {report.seconds:.3f} s"
     )
     context.add_output_metadata(report.as_metadata())
@@ -98,7 +99,7 @@ def request_refund_op(context: dg.OpExecutionContext, config: RefundRequestConfi
         raise dg.Failure(str(exc), allow_retries=False) from None
     refund = result.refund
     context.log.info(
-        f"refund {refund.reference} of order {refund.order_ref}: {format_cents(refund.amount_cents)} "
+        f"refund {refund.reference} of order {refund.order_ref}: {plain(refund.amount_cents)} "
         f"({refund.type}), {refund.status}" + ("" if result.created else " (existing request returned)")
     )
     context.add_output_metadata({
@@ -106,7 +107,7 @@ def request_refund_op(context: dg.OpExecutionContext, config: RefundRequestConfi
         "reference": refund.reference,
         "order_ref": refund.order_ref,
         "amount_cents": refund.amount_cents,
-        "amount": format_cents(refund.amount_cents),
+        "amount": plain(refund.amount_cents),
         "type": refund.type,
         "status": refund.status,
         "created": result.created,

@@ -6,8 +6,8 @@ from datetime import datetime
 
 import pytest
 
+from ordersys_pipelines.domain.money import for_customer
 from ordersys_pipelines.domain.notifications.context import Line, NotificationRow, template_context
-from ordersys_pipelines.domain.notifications.money import format_cents
 from ordersys_pipelines.domain.notifications.outbox import NOTIFICATION_TYPES, REFUND_TYPES
 from ordersys_pipelines.domain.notifications.templates import TemplateRenderError, render
 
@@ -127,9 +127,9 @@ def test_unknown_type_has_no_template():
     ],
 )
 def test_money_is_formatted_exactly_from_cents(cents, currency, text):
-    assert format_cents(cents, currency) == text
+    assert for_customer(cents, currency) == text
 
 
 def test_money_refuses_floats():
     with pytest.raises(TypeError, match="integer minor units"):
-        format_cents(12.5, "EUR")
+        for_customer(12.5, "EUR")

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from ordersys_pipelines.db.schema import customers, notifications, order_lines, orders, products, refunds
-from ordersys_pipelines.domain.notifications.money import format_cents
+from ordersys_pipelines.domain.money import for_customer
 from ordersys_pipelines.domain.notifications.outbox import REFUND_TYPES
 from ordersys_pipelines.domain.notifications.templates import Rendered
 
@@ -113,7 +113,7 @@ def template_context(row: NotificationRow, currency: str) -> dict[str, Any]:
     refund field in an order template is a missing-field error rather than an empty value."""
 
     def money(cents: int | None) -> str | None:
-        return None if cents is None else format_cents(cents, currency)
+        return None if cents is None else for_customer(cents, currency)
 
     context: dict[str, Any] = {
         "type": row.type,

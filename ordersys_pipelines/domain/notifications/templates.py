@@ -17,7 +17,7 @@ from typing import Any
 
 import jinja2
 
-from ordersys_pipelines.domain.notifications.money import format_cents
+from ordersys_pipelines.domain.money import for_customer
 
 PACKAGED_TEMPLATES = Path(__file__).with_name("templates")
 BLOCKS = ("subject", "body")
@@ -56,7 +56,7 @@ class Rendered:
 
 @jinja2.pass_context
 def _money(context, cents: int) -> str:
-    return format_cents(cents, context["currency"])
+    return for_customer(cents, context["currency"])
 
 
 @functools.lru_cache(maxsize=8)

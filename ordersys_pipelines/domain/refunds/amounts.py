@@ -22,10 +22,3 @@ def parse_amount(text: str) -> int:
     if cents != cents.to_integral_value():
         raise AmountError(f"amount {text!r} has more than 2 decimals")
     return int(cents)
-
-
-def format_cents(cents: int) -> str:
-    """1250 → '12.50', -5 → '-0.05'."""
-    sign = "-" if cents < 0 else ""
-    whole, part = divmod(abs(cents), 100)
-    return f"{sign}{whole}.{part:02d}"

@@ -28,10 +28,10 @@ from sqlalchemy import Connection, Engine, and_, bindparam, case, func, insert, 
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import orders, refund_events, refunds
 from ordersys_pipelines.domain.claims import claim, claimable
+from ordersys_pipelines.domain.money import plain
 from ordersys_pipelines.domain.notifications.outbox import enqueue_for_refunds
 from ordersys_pipelines.domain.payments.config import GatewayConfig
 from ordersys_pipelines.domain.refunds import gateway_refunds
-from ordersys_pipelines.domain.refunds.amounts import format_cents
 from ordersys_pipelines.domain.refunds.gateway_refunds import RefundCall, RefundOutcome
 from ordersys_pipelines.domain.refunds.queries import IN_FLIGHT
 
@@ -74,7 +74,7 @@ class BatchReport:
             "replayed_payouts": self.replayed,
             "lost_claims": self.lost,
             "amount_refunded_cents": self.amount_refunded_cents,
-            "amount_refunded": format_cents(self.amount_refunded_cents),
+            "amount_refunded": plain(self.amount_refunded_cents),
             "seconds": round(self.seconds, 4),
             "refunds_per_second": round(self.claimed / self.seconds, 1) if self.seconds else 0.0,
         }
@@ -170,8 +170,8 @@ def start(
             why = f"order {order.order_ref} has no payment to refund"
         elif refunded[r.order_id] + r.amount_cents > order.total_cents:
             why = (
-                f"{format_cents(r.amount_cents)} would bring the refunded total of order {order.order_ref} to "
-                f"{format_cents(refunded[r.order_id] + r.amount_cents)}, over its total {format_cents(order.total_cents)}"
+                f"{plain(r.amount_cents)} would bring the refunded total of order {order.order_ref} to "
+                f"{plain(refunded[r.order_id] + r.amount_cents)}, over its total {plain(order.total_cents)}"
             )
         else:
             why = None

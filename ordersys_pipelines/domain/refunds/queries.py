@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Select, select
 from tabulate import tabulate
 
 from ordersys_pipelines.db.schema import orders, refunds
-from ordersys_pipelines.domain.refunds.amounts import format_cents
+from ordersys_pipelines.domain.money import plain
 
 # pending → processing → processed | failed | skipped (processing → pending on a retried
 # failure); rejected is final at request time.
@@ -69,7 +69,7 @@ def refunds_table(conn: Connection, order_id: int) -> str:
         (
             r.reference,
             r.type,
-            format_cents(r.amount_cents),
+            plain(r.amount_cents),
             r.status,
             r.attempts,
             f"{r.requested_at:%Y-%m-%d %H:%M:%S}",

@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import orders, refund_events, refunds
-from ordersys_pipelines.domain.refunds.amounts import format_cents
+from ordersys_pipelines.domain.money import plain
 from ordersys_pipelines.domain.refunds.queries import COUNTED, IN_FLIGHT, Refund, get_refund
 
 REFUNDABLE_STATUSES = ("finalized", "shipped", "delivered")
@@ -118,7 +118,7 @@ def _request(
     processed, in_flight = int(processed), int(in_flight)  # PostgreSQL sums BIGINT as NUMERIC
     remaining = order.total_cents - processed - in_flight
     amount = remaining if full else amount_cents
-    standing = f"total {format_cents(order.total_cents)}, refunded {format_cents(processed)}, in flight {format_cents(in_flight)}"
+    standing = f"total {plain(order.total_cents)}, refunded {plain(processed)}, in flight {plain(in_flight)}"
 
     refusal = None
     if order.status not in REFUNDABLE_STATUSES:
@@ -130,10 +130,10 @@ def _request(
     elif full and remaining <= 0:
         refusal = f"order {order_ref} has nothing left to refund ({standing})"
     elif amount <= 0:
-        refusal = f"amount {format_cents(amount)} is not positive: a refund must be at least 0.01"
+        refusal = f"amount {plain(amount)} is not positive: a refund must be at least 0.01"
     elif amount > remaining:
         refusal = (
-            f"amount {format_cents(amount)} exceeds the {format_cents(remaining)} left to refund "
+            f"amount {plain(amount)} exceeds the {plain(remaining)} left to refund "
             f"on order {order_ref} ({standing})"
         )
     if amount < 0:
@@ -177,9 +177,9 @@ def _replay(existing: Refund, order_ref: str, amount_cents: int | None, full: bo
     same_amount = existing.type == "full" if full else existing.amount_cents == amount_cents
     if existing.order_ref == order_ref and same_amount:
         return RefundRequestResult(existing, created=False)
-    asked = "the full remaining amount" if full else format_cents(amount_cents)
+    asked = "the full remaining amount" if full else plain(amount_cents)
     raise RefundReferenceConflict(
         f"reference {existing.reference!r} is already used by refund #{existing.id} "
-        f"(order {existing.order_ref}, {format_cents(existing.amount_cents)}, {existing.type}, "
+        f"(order {existing.order_ref}, {plain(existing.amount_cents)}, {existing.type}, "
         f"{existing.status}); this request (order {order_ref}, {asked}) differs"
     )
