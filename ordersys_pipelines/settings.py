@@ -65,6 +65,8 @@ class Settings:
     # Most runs of one stage a sensor tick starts for a large backlog (the run queue's tag
     # limits in dagster.yaml decide how many execute at once).
     parallel_runs: int = 4
+    # How often the backlog sensors (workflow, settlement, refunds, notifications) look.
+    sensor_interval_seconds: int = 30
     timezone: str = "UTC"
     kpi_start_date: str = "2020-01-01"
     currency: str = "EUR"
@@ -118,6 +120,7 @@ class Settings:
             default_stock=_int("ORDERSYS_DEFAULT_STOCK", 0),
             batch_size=_int("ORDERSYS_BATCH_SIZE", 10_000, minimum=1),
             parallel_runs=_int("ORDERSYS_PARALLEL_RUNS", 4, minimum=1),
+            sensor_interval_seconds=_int("ORDERSYS_SENSOR_INTERVAL", 30, minimum=1),
             timezone=_str("ORDERSYS_TIMEZONE", "UTC"),
             kpi_start_date=_str("ORDERSYS_KPI_START_DATE", "2020-01-01"),
             currency=_str("ORDERSYS_CURRENCY", "EUR"),

@@ -35,7 +35,7 @@ IN_FLIGHT = [
     # By name: with `target=<job>`, Definitions re-creates the sensor to bind the job's
     # resources and Dagster 1.13.27 then warns that the (unset) beta `owners` parameter is used.
     job_name=notification_dispatch.name,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=get_settings().sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Starts notification_dispatch when pending notifications are due (in batches).",
 )

@@ -23,7 +23,7 @@ from ordersys_pipelines.settings import get_settings
     # By name: with `target=<job>`, Definitions re-creates the sensor to bind the job's
     # resources and Dagster 1.13.27 then warns that the (unset) beta `owners` parameter is used.
     job_name=refund_processing.name,
-    minimum_interval_seconds=15,
+    minimum_interval_seconds=get_settings().sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launches refund_processing when refunds are due (new requests, retries whose "
     "backoff has passed, claims of a stopped run that have lapsed).",

@@ -17,6 +17,7 @@ from ordersys_pipelines.jobs.settlement import payment_settlement
 from ordersys_pipelines.jobs.workflow import order_workflow
 from ordersys_pipelines.resources import DatabaseResource, WorkflowSettingsResource
 from ordersys_pipelines.sensors.batching import parallel_runs
+from ordersys_pipelines.settings import get_settings
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -56,7 +57,7 @@ def _requests(context: dg.SensorEvaluationContext, job_name: str, stage: str, pe
 # object still needs resources and, doing so, emits a spurious BetaWarning about `owners`.
 @dg.sensor(
     job_name=order_workflow.name,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=get_settings().sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Starts order_workflow runs while created orders (of completed imports) await reservation.",
 )
@@ -70,7 +71,7 @@ def order_workflow_sensor(
 
 @dg.sensor(
     job_name=payment_settlement.name,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=get_settings().sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Starts payment_settlement runs while payment callbacks are due or payments are overdue.",
 )
