@@ -8,6 +8,7 @@ from pydantic import Field
 from ordersys_pipelines.domain.refunds.amounts import AmountError, format_cents, parse_amount
 from ordersys_pipelines.domain.refunds.processing import RefundPolicy, process_batch
 from ordersys_pipelines.domain.refunds.requests import RefundError, RefundRefused, request_refund
+from ordersys_pipelines.executors import op_job_executor
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.payment_gateway import PaymentGatewayResource
 from ordersys_pipelines.settings import get_settings
@@ -55,6 +56,7 @@ def process_refund_batch(
     description="One batch of due refunds through the payment gateway (started by "
     "refund_processing_sensor, or `ordersys refunds process`).",
     tags=STAGE_TAGS,
+    executor_def=op_job_executor(),
 )
 def refund_processing() -> None:
     process_refund_batch()
@@ -118,6 +120,7 @@ def request_refund_op(context: dg.OpExecutionContext, config: RefundRequestConfi
     description="Request a refund (Launchpad: order_ref, reference, amount or full, reason). Refused "
     "requests are recorded as rejected and fail the run with the reason.",
     tags=STAGE_TAGS,
+    executor_def=op_job_executor(),
 )
 def refund_request() -> None:
     request_refund_op()
