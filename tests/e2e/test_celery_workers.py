@@ -22,6 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from kombu import Connection
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
@@ -94,6 +95,9 @@ def deployment(tmp_path) -> Iterator[Deployment]:
         yield deployment
     finally:
         subprocess.run([str(ROOT / "scripts/workers.sh"), "stop"], env=env, capture_output=True, timeout=120)
+        with Connection(BROKER) as broker:  # the queue (and its exchange) Celery declared for it
+            broker.default_channel.queue_delete(env["ORDERSYS_CELERY_QUEUE"])
+            broker.default_channel.exchange_delete(env["ORDERSYS_CELERY_QUEUE"])
         get_engine(database_url).dispose()
         with admin.connect() as conn:
             for name in (data_db, instance_db):
