@@ -41,6 +41,9 @@ def celery_config(settings: Settings) -> dict:
             # free worker can take it, rather than queued behind a long step.
             "worker_prefetch_multiplier": 1,
             "broker_connection_retry_on_startup": True,
+            # Dagster's console log lines of a step are its stderr: INFO in the worker's log, not
+            # Celery's default WARNING for redirected output.
+            "worker_redirect_stdouts_level": "INFO",
         },
     }
 
