@@ -15,7 +15,7 @@ from dagster_celery.tasks import create_task
 
 # Imported here, before the pool processes fork, so each step finds the code location loaded
 # (a step starts in a fraction of a second instead of re-importing Dagster and every job).
-import ordersys_pipelines.definitions  # noqa: E402, F401
+import ordersys_pipelines.definitions  # noqa: F401
 from ordersys_pipelines.executors import celery_config
 from ordersys_pipelines.settings import get_settings
 

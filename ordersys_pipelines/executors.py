@@ -13,10 +13,11 @@ nothing is kept on disk. A worker that dies mid-step loses nothing: tasks are ac
 only when they finish (`task_acks_late`), so RabbitMQ hands an unfinished task to another worker
 as soon as the dead worker's connection closes (`task_reject_on_worker_lost` does the same when
 only a pool process dies). The redelivered step runs again in the same run, with the same run
-id, and so takes over the claims its first attempt left (see domain/claims.py).
+id: a transaction the first attempt had open was rolled back, and the payment initiation takes
+the reserved orders its run holds first, so nothing waits for a lease (docs/celery.md).
 
-Asset jobs (imports, catalog, analytics) keep Dagster's default executor: their input files
-are on the run's machine.
+Asset jobs (imports, catalog, analytics) keep Dagster's default executor: imports read their
+files from the inbox on the run's machine.
 """
 
 from __future__ import annotations
