@@ -160,7 +160,8 @@ def test_workflow_on_two_celery_workers_survives_a_killed_worker(deployment, tmp
             diagnostics = lambda: deployment.worker_logs()  # noqa: E731
             _wait_for(lambda: blocker.execute(text(
                 "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                "WHERE c.relname = 'gateway_calls' AND NOT l.granted")).scalar_one(),
+                "WHERE c.relname = 'gateway_calls' AND NOT l.granted "
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())")).scalar_one(),
                 "initiate_payments to wait for the gateway table", deadline, diagnostics)
             [victim] = _step_workers(instance, run_id, "initiate_payments")
             with engine.connect() as conn:
