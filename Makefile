@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # loadgroup: the end-to-end tests (xdist_group "stack") share one worker and so one stack.
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: venv demo test lint ui up down bench bench-import bench-workflow bench-analytics bench-notifications clean
+.PHONY: venv demo test lint ui up down workers workers-stop bench bench-import bench-workflow bench-analytics bench-notifications clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,14 @@ up: venv
 
 down:
 	scripts/stack.sh down
+
+# Celery workers for the op jobs' steps (ORDERSYS_EXECUTOR=celery; docs/celery.md).
+N ?= 2
+workers: venv
+	scripts/workers.sh start $(N)
+
+workers-stop:
+	scripts/workers.sh stop
 
 bench: bench-import bench-workflow bench-analytics bench-notifications
 

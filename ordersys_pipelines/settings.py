@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 NOTIFY_CHANNELS = ("log", "email", "webhook")
+EXECUTORS = ("multiprocess", "celery")
+DEFAULT_CELERY_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 
 
 def _default_database_url() -> str:
@@ -97,6 +99,11 @@ class Settings:
     notify_webhook_url: str | None = None
     notify_webhook_secret: str = "ordersys-webhook-secret"
     operator_email: str | None = None
+    # Where the op jobs' steps run: Dagster's default (multiprocess) or Celery workers.
+    executor: str = "multiprocess"
+    celery_broker: str = DEFAULT_CELERY_BROKER
+    celery_backend: str = "rpc://"
+    celery_queue: str = "ordersys"
 
     @property
     def effective_redis_url(self) -> str:
@@ -150,6 +157,10 @@ class Settings:
             notify_webhook_url=env("ORDERSYS_NOTIFY_WEBHOOK_URL") or None,
             notify_webhook_secret=_str("ORDERSYS_NOTIFY_WEBHOOK_SECRET", "ordersys-webhook-secret"),
             operator_email=env("ORDERSYS_OPERATOR_EMAIL") or None,
+            executor=_str("ORDERSYS_EXECUTOR", "multiprocess"),
+            celery_broker=_str("ORDERSYS_CELERY_BROKER", DEFAULT_CELERY_BROKER),
+            celery_backend=_str("ORDERSYS_CELERY_BACKEND", "rpc://"),
+            celery_queue=_str("ORDERSYS_CELERY_QUEUE", "ordersys"),
         )
         settings.validate()
         return settings
@@ -173,6 +184,8 @@ class Settings:
             raise SettingsError(
                 f"ORDERSYS_NOTIFY_CHANNEL={self.notify_channel!r} is not a channel; valid: {', '.join(NOTIFY_CHANNELS)}"
             )
+        if self.executor not in EXECUTORS:
+            raise SettingsError(f"ORDERSYS_EXECUTOR={self.executor!r} is not an executor; valid: {', '.join(EXECUTORS)}")
         if self.notify_channel == "webhook" and not self.notify_webhook_url:
             raise SettingsError("ORDERSYS_NOTIFY_CHANNEL=webhook needs ORDERSYS_NOTIFY_WEBHOOK_URL")
 

@@ -25,6 +25,7 @@ from ordersys_pipelines.domain.orders import reservation
 from ordersys_pipelines.domain.orders.states import CREATED, RESERVED
 from ordersys_pipelines.domain.payments import settlement
 from ordersys_pipelines.domain.refunds.processing import backlog as refund_backlog
+from ordersys_pipelines.jobs.common import SUMMARY_KEY, step_output_metadata
 from ordersys_pipelines.jobs.notifications import notification_dispatch
 from ordersys_pipelines.jobs.refunds import refund_processing
 from ordersys_pipelines.jobs.settlement import payment_settlement
@@ -100,15 +101,10 @@ STAGES: list[Stage] = [
 
 
 def _summary(result: dg.ExecuteInProcessResult) -> str:
-    """The last op's output when it is a dict of counts (the workflow jobs' convention)."""
-    for node in reversed([n.name for n in result.job_def.graph.nodes_in_topological_order]):
-        try:
-            output = result.output_for_node(node)
-        except Exception:  # an op without a (default) output
-            continue
-        if isinstance(output, dict):
-            return ", ".join(f"{key} {value:,}" for key, value in output.items())
-    return "done"
+    """The ops' headline counts from their output metadata (the workflow jobs' `summary`)."""
+    parts = [step_output_metadata(result, node.name).get(SUMMARY_KEY)
+             for node in result.job_def.graph.nodes_in_topological_order]
+    return ", ".join(part for part in parts if part) or "done"
 
 
 def run_stage(stage: Stage, settings: Settings, instance: dg.DagsterInstance, resources: dict) -> dg.ExecuteInProcessResult:

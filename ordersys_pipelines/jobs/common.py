@@ -1,4 +1,9 @@
-"""What the op-based jobs share: batch-size config and metadata helpers."""
+"""What the op-based jobs share: batch-size config and metadata helpers.
+
+Ops hand nothing to each other (`dg.Nothing` outputs and inputs only order them): what the next
+op needs is in the database, and what a person wants to read is in the output metadata. So a
+step can run in any process or on any machine (the Celery executor) and no IO manager stores
+anything."""
 
 from __future__ import annotations
 
@@ -27,3 +32,19 @@ def counts_table(counts: dict[str, int], label: str) -> dg.MetadataValue:
         return dg.MetadataValue.md("none")
     rows = "\n".join(f"| {reason} | {n} |" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     return dg.MetadataValue.md(f"| {label} | count |\n| --- | ---: |\n{rows}")
+
+
+SUMMARY_KEY = "summary"
+
+
+def summary_text(counts: dict[str, int]) -> str:
+    """The op's headline counts ("reserved 3, failed 2"), shown by `ordersys process`."""
+    return ", ".join(f"{key} {value:,}" for key, value in counts.items())
+
+
+def step_output_metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
+    """The output metadata an op reported, as plain values."""
+    for event in result.events_for_node(node):
+        if event.event_type_value == "STEP_OUTPUT":
+            return {key: value.value for key, value in event.event_specific_data.metadata.items()}
+    return {}

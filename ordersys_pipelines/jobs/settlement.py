@@ -7,13 +7,14 @@ import dagster as dg
 
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.domain.payments.settlement import expire_overdue, settle_batch
-from ordersys_pipelines.jobs.common import BatchConfig, batch_size, counts_table, rate_metadata
+from ordersys_pipelines.executors import op_job_executor
+from ordersys_pipelines.jobs.common import BatchConfig, batch_size, counts_table, rate_metadata, summary_text
 from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResource, WorkflowSettingsResource
 
 STAGE_TAGS = {"ordersys/stage": "settlement"}
 
 
-@dg.op(tags=STAGE_TAGS,
+@dg.op(tags=STAGE_TAGS, out=dg.Out(dg.Nothing),
        description="Verify a batch of due payment callbacks and apply them: approvals finalize (stock committed), "
                    "declines fail (stock released); bad callbacks are rejected with the reason.")
 def apply_callbacks(
@@ -22,7 +23,7 @@ def apply_callbacks(
     database: DatabaseResource,
     gateway: PaymentGatewayResource,
     workflow: WorkflowSettingsResource,
-) -> dict:
+) -> None:
     started = time.perf_counter()
     result = settle_batch(
         database.engine,
@@ -34,6 +35,8 @@ def apply_callbacks(
     )
     seconds = time.perf_counter() - started
     context.add_output_metadata({
+        "summary": summary_text({"finalized": len(result.finalized), "declined": len(result.declined),
+                                 "rejected": len(result.rejected), "duplicate": result.duplicates}),
         "callbacks_claimed": result.claimed,
         "callbacks_applied": result.applied,
         "orders_finalized": len(result.finalized),
@@ -43,36 +46,36 @@ def apply_callbacks(
         "callbacks_duplicate": result.duplicates,
         **rate_metadata(result.claimed, seconds, "callbacks"),
     })
-    return {"finalized": len(result.finalized), "declined": len(result.declined),
-            "rejected": len(result.rejected), "duplicate": result.duplicates}
 
 
-@dg.op(ins={"settled": dg.In(dict)}, tags=STAGE_TAGS,
+# Expiry runs after the callbacks (an order paid just in time is finalized, not expired); the
+# order only matters, nothing is handed over.
+@dg.op(ins={"after_callbacks": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing), tags=STAGE_TAGS,
        description="Fail orders awaiting payment longer than ORDERSYS_PAYMENT_TIMEOUT and release their stock.")
 def expire_overdue_payments(
     context: dg.OpExecutionContext,
     config: BatchConfig,
-    settled: dict,
     database: DatabaseResource,
     workflow: WorkflowSettingsResource,
-) -> dict:
+) -> None:
     started = time.perf_counter()
     with database.engine.begin() as conn:
         expired = expire_overdue(conn, workflow.payment_timeout_seconds, run_id=context.run_id,
                                  limit=batch_size(config, workflow.batch_size), now=utcnow())
     seconds = time.perf_counter() - started
     context.add_output_metadata({
+        "summary": summary_text({"expired": len(expired)}),
         "orders_expired": len(expired),
         "payment_timeout_seconds": workflow.payment_timeout_seconds,
         **rate_metadata(len(expired), seconds, "orders"),
     })
-    return {**settled, "expired": len(expired)}
 
 
 @dg.job(
     name="payment_settlement",
     description="Apply payment callbacks (finalize or roll back) and expire overdue payments.",
     tags=STAGE_TAGS,
+    executor_def=op_job_executor(),
 )
 def payment_settlement() -> None:
-    expire_overdue_payments(apply_callbacks())
+    expire_overdue_payments(after_callbacks=apply_callbacks())

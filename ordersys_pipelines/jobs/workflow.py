@@ -10,7 +10,8 @@ import dagster as dg
 
 from ordersys_pipelines.domain.orders.reservation import reserve_batch
 from ordersys_pipelines.domain.payments.initiation import initiate_batch
-from ordersys_pipelines.jobs.common import BatchConfig, batch_size, counts_table, rate_metadata
+from ordersys_pipelines.executors import op_job_executor
+from ordersys_pipelines.jobs.common import BatchConfig, batch_size, counts_table, rate_metadata, summary_text
 from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResource, WorkflowSettingsResource
 
 STAGE_TAGS = {"ordersys/stage": "workflow"}
@@ -18,10 +19,10 @@ STAGE_TAGS = {"ordersys/stage": "workflow"}
 
 @dg.op(description="Claim a batch of eligible created orders (oldest first) and reserve their stock, "
                    "all lines or none; orders that do not fit fail with the short SKUs named.",
-       tags=STAGE_TAGS)
+       tags=STAGE_TAGS, out=dg.Out(dg.Nothing))
 def reserve_stock(
     context: dg.OpExecutionContext, config: BatchConfig, database: DatabaseResource, workflow: WorkflowSettingsResource
-) -> dict:
+) -> None:
     started = time.perf_counter()
     result = reserve_batch(
         database.engine,
@@ -31,27 +32,27 @@ def reserve_stock(
         run_id=context.run_id,
     )
     seconds = time.perf_counter() - started
-    summary = {"reserved": len(result.reserved), "failed": len(result.failed)}
     context.add_output_metadata({
+        "summary": summary_text({"reserved": len(result.reserved), "failed": len(result.failed)}),
         "orders_claimed": result.claimed,
-        "orders_reserved": summary["reserved"],
-        "orders_failed": summary["failed"],
+        "orders_reserved": len(result.reserved),
+        "orders_failed": len(result.failed),
         "failed_by_reason": counts_table(result.failed_by_reason(), "reason"),
         **rate_metadata(result.claimed, seconds, "orders"),
     })
-    return summary
 
 
-@dg.op(ins={"reservation": dg.In(dict)}, tags=STAGE_TAGS,
+# The reservation hands nothing over: the orders it reserved carry this run's claim in the
+# database, which is all the next op (on any process or machine) needs.
+@dg.op(ins={"after_reservation": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing), tags=STAGE_TAGS,
        description="Claim reserved orders and start their payments at the gateway (→ awaiting_payment).")
 def initiate_payments(
     context: dg.OpExecutionContext,
     config: BatchConfig,
-    reservation: dict,
     database: DatabaseResource,
     gateway: PaymentGatewayResource,
     workflow: WorkflowSettingsResource,
-) -> dict:
+) -> None:
     started = time.perf_counter()
     result = initiate_batch(
         database.engine,
@@ -63,17 +64,18 @@ def initiate_payments(
     )
     seconds = time.perf_counter() - started
     context.add_output_metadata({
+        "summary": summary_text({"payments initiated": len(result.initiated)}),
         "payments_initiated": len(result.initiated),
         "amount_cents": result.amount_cents,
         **rate_metadata(len(result.initiated), seconds, "orders"),
     })
-    return {**reservation, "payments initiated": len(result.initiated)}
 
 
 @dg.job(
     name="order_workflow",
     description="Reserve stock for created orders (FIFO, all-or-nothing) and send them to the payment gateway.",
     tags=STAGE_TAGS,
+    executor_def=op_job_executor(),
 )
 def order_workflow() -> None:
-    initiate_payments(reserve_stock())
+    initiate_payments(after_reservation=reserve_stock())

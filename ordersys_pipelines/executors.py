@@ -1,0 +1,64 @@
+"""Where the op jobs' steps run, chosen by ORDERSYS_EXECUTOR, with no code change.
+
+- `multiprocess` (default): Dagster's default executor; each step is a child process of the
+  run's own worker process.
+- `celery`: dagster-celery's executor. The run's process puts each step as a task on the Celery
+  queue ORDERSYS_CELERY_QUEUE at the broker ORDERSYS_CELERY_BROKER (RabbitMQ); any worker
+  started with `make workers` (`celery -A ordersys_pipelines.celery_worker worker`) runs it and
+  writes its events to the instance's PostgreSQL storage. Steps hand nothing to each other but
+  through the database (the jobs' dependencies carry `Nothing`), so no filesystem is shared.
+
+Results come back over the broker (`rpc://`): a task's reply is a message to the run's process,
+nothing is kept on disk. A worker that dies mid-step loses nothing: tasks are acknowledged
+only when they finish (`task_acks_late`), so RabbitMQ hands an unfinished task to another worker
+as soon as the dead worker's connection closes (`task_reject_on_worker_lost` does the same when
+only a pool process dies). The redelivered step runs again in the same run, with the same run
+id: a transaction the first attempt had open was rolled back, and the payment initiation takes
+the reserved orders its run holds first, so nothing waits for a lease (docs/celery.md).
+
+Asset jobs (imports, catalog, analytics) keep Dagster's default executor: imports read their
+files from the inbox on the run's machine.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+
+from ordersys_pipelines.settings import Settings, get_settings
+
+
+def celery_config(settings: Settings) -> dict:
+    """The executor's config; the workers' Celery app (celery_worker.py) is built from the same."""
+    return {
+        "broker": settings.celery_broker,
+        "backend": settings.celery_backend,
+        "config_source": {
+            "task_default_queue": settings.celery_queue,
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            # One task at a time per pool process: a waiting task stays on the broker, where a
+            # free worker can take it, rather than queued behind a long step.
+            "worker_prefetch_multiplier": 1,
+            "broker_connection_retry_on_startup": True,
+            # Dagster's console log lines of a step are its stderr: INFO in the worker's log, not
+            # Celery's default WARNING for redirected output.
+            "worker_redirect_stdouts_level": "INFO",
+        },
+    }
+
+
+def op_job_executor(settings: Settings | None = None) -> dg.ExecutorDefinition | None:
+    """The op jobs' executor; None leaves Dagster's default."""
+    settings = settings or get_settings()
+    if settings.executor == "celery":
+        from celery.exceptions import DuplicateTaskNameWarning
+        from dagster_celery import celery_executor
+
+        # dagster-celery registers its step task on a fresh app for every step it submits; the
+        # second registration (same task, same name) is a no-op that Celery 5.7 warns about.
+        warnings.filterwarnings("ignore", "Task name 'execute_plan' is already registered",
+                                DuplicateTaskNameWarning, r"dagster_celery\.executor")
+        return celery_executor.configured(celery_config(settings))
+    return None
