@@ -18,16 +18,10 @@ from ordersys_pipelines.domain.notifications.dispatch import due_summary
 from ordersys_pipelines.jobs.notifications import dispatch_notifications, notification_dispatch
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.notifier import NotifierResource
-from ordersys_pipelines.sensors.batching import parallel_runs, share
+from ordersys_pipelines.sensors.backlog import parallel_runs, run_in_flight, share
 from ordersys_pipelines.settings import get_settings
 
 MAX_BATCHES_PER_RUN = 50
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 @dg.sensor(
@@ -46,11 +40,9 @@ def notification_dispatch_sensor(
         count, max_id, latest = due_summary(conn)
     if not count:
         return dg.SkipReason("no notifications due")
-    in_flight = context.instance.get_runs(
-        filters=dg.RunsFilter(job_name=notification_dispatch.name, statuses=IN_FLIGHT), limit=1
-    )
+    in_flight = run_in_flight(context.instance, notification_dispatch.name)
     if in_flight:
-        return dg.SkipReason(f"{count} notifications due; dispatch run {in_flight[0].run_id} is in flight")
+        return dg.SkipReason(f"{count} notifications due; dispatch run {in_flight} is in flight")
     fingerprint = f"{max_id}-{count}-{latest:%Y%m%dT%H%M%S%f}"
     previous = json.loads(context.cursor) if context.cursor else {}
     now = time.time()

@@ -14,7 +14,7 @@ from ordersys_pipelines.jobs.refunds import (
     refund_request,
 )
 from ordersys_pipelines.resources.database import DatabaseResource
-from ordersys_pipelines.sensors.batching import parallel_runs
+from ordersys_pipelines.sensors.backlog import parallel_runs
 from ordersys_pipelines.settings import get_settings
 
 

@@ -16,20 +16,10 @@ from ordersys_pipelines.domain.payments import settlement
 from ordersys_pipelines.jobs.settlement import payment_settlement
 from ordersys_pipelines.jobs.workflow import order_workflow
 from ordersys_pipelines.resources import DatabaseResource, WorkflowSettingsResource
-from ordersys_pipelines.sensors.batching import parallel_runs
+from ordersys_pipelines.sensors.backlog import parallel_runs, run_in_flight
 from ordersys_pipelines.settings import get_settings
 
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 IMPORT_ASSET = dg.AssetKey("orders_csv")
-
-
-def in_flight(instance: dg.DagsterInstance, job_name: str) -> bool:
-    return bool(instance.get_run_ids(filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1))
 
 
 def run_tags(stage: str, batch_size: int) -> dict[str, str]:
@@ -38,7 +28,7 @@ def run_tags(stage: str, batch_size: int) -> dict[str, str]:
 
 def _requests(context: dg.SensorEvaluationContext, job_name: str, stage: str, pending: int,
               workflow: WorkflowSettingsResource) -> dg.SensorResult | dg.SkipReason:
-    if in_flight(context.instance, job_name):
+    if run_in_flight(context.instance, job_name):
         return dg.SkipReason(f"a {job_name} run is queued or in progress")
     if not pending:
         return dg.SkipReason("no pending work")

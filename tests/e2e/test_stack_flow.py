@@ -19,6 +19,7 @@ from ordersys_pipelines.domain.analytics.redis_store import AnalyticsStore
 from ordersys_pipelines.domain.imports.catalog import load_catalog
 from ordersys_pipelines.domain.imports.generate import generate_orders, write_catalog
 from ordersys_pipelines.domain.orders import states
+from ordersys_pipelines.sensors.backlog import IN_FLIGHT
 
 pytestmark = pytest.mark.xdist_group("stack")
 
@@ -27,13 +28,6 @@ DAYS = 3
 LINES = 300
 TIMEOUT_S = 240
 UNSETTLED = (states.CREATED, states.RESERVED, states.AWAITING_PAYMENT)
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 def _status_counts(engine) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """Splitting a backlog into parallel batch runs."""
 
-from ordersys_pipelines.sensors.batching import parallel_runs, share
+from ordersys_pipelines.sensors.backlog import parallel_runs, share
 
 
 def test_one_run_per_batch_up_to_the_parallelism():

@@ -1,4 +1,5 @@
-"""How a sensor splits a backlog into parallel batch runs.
+"""What the backlog sensors share: is a run of the job already in flight, and how a backlog
+is split into parallel batch runs.
 
 Every stage claims its work row by row (`FOR UPDATE SKIP LOCKED` with a lease), so several runs
 of one job never take the same item; a large backlog therefore becomes several runs at once,
@@ -9,6 +10,21 @@ for the next tick; the run queue's tag limits decide how many of the runs execut
 from __future__ import annotations
 
 import math
+
+import dagster as dg
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def run_in_flight(instance: dg.DagsterInstance, job_name: str) -> str | None:
+    """The id of a queued or running run of the job, if there is one."""
+    run_ids = instance.get_run_ids(filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1)
+    return run_ids[0] if run_ids else None
 
 
 def parallel_runs(pending: int, per_run: int, parallelism: int) -> int:
