@@ -61,7 +61,7 @@ class Deployment:
 def deployment(tmp_path) -> Iterator[Deployment]:
     """Two databases of its own (ordersys data, Dagster instance storage), a queue of its own and
     two workers on it, started and stopped by scripts/workers.sh."""
-    tag = f"cel1_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    tag = f"celery_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     data_db, instance_db = f"ordersys_{tag}", f"ordersys_{tag}_dagster"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
