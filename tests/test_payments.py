@@ -229,3 +229,17 @@ def test_callbacks_claimed_by_a_dead_run_are_settled_after_the_lease(engine):
     assert _settle(engine, config).finalized == [1]
     with engine.connect() as conn:
         assert statuses(conn) == {"O-1": "finalized"} and stock(conn) == {"A": (4, 0)}
+
+
+def test_a_retried_attempt_of_the_run_takes_its_own_claims_back_at_once(engine):
+    config = gateway_config(approval_rate=1.0)
+    _to_awaiting_payment(engine, config, {"O-1": [("A", 1)], "O-2": [("A", 2)]}, {"A": 5})
+    with engine.begin() as conn:  # the first attempt claimed the callbacks, then its worker died
+        claimed = claim_callbacks(conn, limit=10, claimant=RUN["claimant"], lease_seconds=600, now=utcnow())
+    assert len(claimed) == 2
+    # Same run id, lease far from over: the retry settles them now, once.
+    result = _settle(engine, config)
+    assert (result.claimed, sorted(result.finalized)) == (2, [1, 2])
+    assert _settle(engine, config).claimed == 0
+    with engine.connect() as conn:
+        assert statuses(conn) == {"O-1": "finalized", "O-2": "finalized"} and stock(conn) == {"A": (2, 0)}

@@ -54,6 +54,16 @@ def claim_callbacks(conn: Connection, *, limit: int, claimant: str, lease_second
     )
 
 
+def own_claimed(conn: Connection, *, limit: int, claimant: str) -> list[int]:
+    """Pending callbacks still claimed by `claimant`: an earlier attempt of the same run claimed
+    them and died before settling (settling is one transaction, so nothing of it was kept)."""
+    return list(conn.execute(
+        select(payment_callbacks.c.id)
+        .where(payment_callbacks.c.status == "pending", payment_callbacks.c.claimed_by == claimant)
+        .order_by(payment_callbacks.c.id).limit(limit)
+    ).scalars())
+
+
 def _ids_select(conn: Connection, ids):
     return select(orders.c.id).where(in_ids(conn, orders.c.id, ids))
 
@@ -156,10 +166,14 @@ def apply_claimed(
 def settle_batch(
     engine: Engine, *, config: GatewayConfig, batch_size: int, claimant: str, lease_seconds: int, run_id: str | None
 ) -> SettlementResult:
-    """Claim up to `batch_size` due callbacks (committed), then settle them in one transaction."""
+    """Claim up to `batch_size` due callbacks (committed), then settle them in one transaction.
+    The claimant is the run id, so a retried attempt of the run finds what it had claimed."""
     now = utcnow()
     with engine.begin() as conn:
-        ids = claim_callbacks(conn, limit=batch_size, claimant=claimant, lease_seconds=lease_seconds, now=now)
+        # A retried step (its worker died after claiming) takes its own claims back at once
+        # rather than waiting for their lease.
+        ids = own_claimed(conn, limit=batch_size, claimant=claimant) or claim_callbacks(
+            conn, limit=batch_size, claimant=claimant, lease_seconds=lease_seconds, now=now)
     if not ids:
         return SettlementResult()
     with engine.begin() as conn:
