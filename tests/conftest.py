@@ -6,7 +6,8 @@ meet. Tables are emptied before each test that asks for a database.
 
 `--backends=pg,sqlite,mariadb` (the default) chooses the databases: tests on `db_url` run once
 per chosen backend (ids `[pg]`, `[sqlite]`, `[mariadb]`), and tests bound to one backend by
-fixture (`pg_url`, `sqlite_url`, `mariadb_url`) run only when it is chosen.
+fixture (`pg_url`, `sqlite_url`, `mariadb_url`) run only when it is chosen. Concurrency tests use
+`locking_url`: PostgreSQL and MariaDB, the backends with row locks.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ SESSION_ID = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
 MARIADB_TAG = "mdb1"
 
 BACKENDS = ("pg", "sqlite", "mariadb")
+LOCKING_BACKENDS = ("pg", "mariadb")
 # The fixture that binds a test to one backend.
 BACKEND_FIXTURES = {"pg": "pg_url", "sqlite": "sqlite_url", "mariadb": "mariadb_url"}
 
@@ -58,10 +60,10 @@ def pytest_collection_modifyitems(config, items):
     chosen = selected_backends(config)
     keep, drop = [], []
     for item in items:
-        callspec = getattr(item, "callspec", None)
-        backend = callspec.params.get("db_url") if callspec else None
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        backends = {params[name] for name in ("db_url", "locking_url") if name in params}
         bound = {name for name, fixture in BACKEND_FIXTURES.items() if fixture in item.fixturenames}
-        if (backend is not None and backend not in chosen) or (bound - chosen):
+        if (backends | bound) - chosen:
             drop.append(item)
         else:
             keep.append(item)
@@ -145,6 +147,13 @@ def mariadb_url(mariadb_database_url) -> str:
     """An empty MariaDB database (concurrency tests: InnoDB row locks, SKIP LOCKED)."""
     empty_tables(mariadb_database_url)
     return mariadb_database_url
+
+
+@pytest.fixture(params=LOCKING_BACKENDS)
+def locking_url(request) -> str:
+    """An empty database with row locks (FOR UPDATE SKIP LOCKED), on each such backend in turn:
+    for the tests that run claims and requests concurrently."""
+    return request.getfixturevalue(f"{request.param}_url")
 
 
 @pytest.fixture

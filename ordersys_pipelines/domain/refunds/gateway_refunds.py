@@ -18,8 +18,8 @@ import random
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from ordersys_pipelines.db.dialect import insert_new
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import gateway_calls
 from ordersys_pipelines.domain.payments.config import GatewayConfig
@@ -70,11 +70,10 @@ def refund_batch(conn: Connection, config: GatewayConfig, calls: list[RefundCall
     references = [call.reference for call in calls]
     if len(set(references)) != len(references):
         raise GatewayRefundError("a batch must not name the same refund reference twice")
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     # Make sure each reference has its row, then lock the rows: concurrent calls with one
     # reference queue here instead of both deciding.
     conn.execute(
-        dialect.insert(gateway_calls).on_conflict_do_nothing(index_elements=["kind", "reference"]),
+        insert_new(conn, gateway_calls, ["kind", "reference"]),
         [
             {"kind": KIND, "reference": c.reference, "payment_ref": c.payment_ref, "amount_cents": c.amount_cents,
              "outcome": "received", "attempts": 0, "created_at": utcnow()}
