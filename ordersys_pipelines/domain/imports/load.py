@@ -12,11 +12,12 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import weakref
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-from sqlalchemy import Connection, Table, exc, update
+from sqlalchemy import Connection, Engine, Table, update
 
 from ordersys_pipelines.db.schema import import_files, import_rejects, import_staging
 from ordersys_pipelines.domain.imports.reader import Reject
@@ -33,24 +34,24 @@ def _csv(rows: pa.Table) -> io.BytesIO:
     return buffer
 
 
-# The server has local_infile off (MySQL 8's default; ER_LOAD_INFILE_CAPABILITY_DISABLED on MySQL).
-_LOCAL_INFILE_REFUSED = {1148, 3948}
-# Servers (by URL) that refused: every later chunk goes straight to the batched INSERT.
-_local_infile_refused: set[str] = set()
+# The server or the client has local_infile off (MySQL 8 servers by default; 4166 is MariaDB's code).
+_LOCAL_INFILE_REFUSED = {1148, 3948, 4166}
+# Engines whose server or client refused: every later chunk goes straight to the batched INSERT.
+_local_infile_refused: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def copy_rows(conn: Connection, table: Table, rows: pa.Table) -> None:
     """Bulk-insert an Arrow table whose column names match `table`'s columns."""
     if rows.num_rows == 0:
         return
-    if conn.dialect.name in ("mysql", "mariadb") and str(conn.engine.url) not in _local_infile_refused:
+    if conn.dialect.name in ("mysql", "mariadb") and conn.engine not in _local_infile_refused:
         try:
             _load_data_local(conn, table, rows)
             return
-        except exc.OperationalError as error:
-            if error.orig.args[0] not in _LOCAL_INFILE_REFUSED:
+        except conn.dialect.loaded_dbapi.OperationalError as error:  # raised by the driver's cursor
+            if error.args[0] not in _LOCAL_INFILE_REFUSED:
                 raise
-            _local_infile_refused.add(str(conn.engine.url))
+            _local_infile_refused.add(conn.engine)
     if conn.dialect.name == "postgresql":
         buffer = _csv(rows)
         columns = ", ".join(f'"{name}"' for name in rows.column_names)
