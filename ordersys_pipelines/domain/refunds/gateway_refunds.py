@@ -63,6 +63,9 @@ def failure_reason(config: GatewayConfig, reference: str, attempt: int) -> str |
     return None
 
 
+UNIQUE_KEY = "uq_gateway_calls_kind_reference"
+
+
 def refund_batch(conn: Connection, config: GatewayConfig, calls: list[RefundCall]) -> dict[str, RefundOutcome]:
     """Send refund calls (one per reference); outcomes by reference."""
     if not calls:
@@ -89,6 +92,10 @@ def refund_batch(conn: Connection, config: GatewayConfig, calls: list[RefundCall
             .where(gateway_calls.c.kind == KIND, gateway_calls.c.reference.in_(references))
             .order_by(gateway_calls.c.id)
             .with_for_update()
+            # InnoDB locks every row a locking read scans: on a small table MariaDB picks a full
+            # scan and waits on (and deadlocks with) the fresh rows of concurrent batches.
+            .with_hint(gateway_calls, f"FORCE INDEX ({UNIQUE_KEY})", "mysql")
+            .with_hint(gateway_calls, f"FORCE INDEX ({UNIQUE_KEY})", "mariadb")
         )
     }
     outcomes: dict[str, RefundOutcome] = {}
