@@ -73,7 +73,15 @@ def update_returning(conn: Connection, statement: Update, table: Table, *columns
     """Execute `statement` (an UPDATE of `table`) and return `columns` of the rows it changed."""
     if conn.dialect.update_returning:
         return conn.execute(statement.returning(*columns)).all()
-    ids = list(conn.execute(lock_rows(conn, select(table.c.id).where(statement.whereclause))).scalars())
+    # Find the rows without locks, then lock them by primary key with the condition checked again:
+    # InnoDB locks every row a locking read scans, and a scan of a secondary index would wait on
+    # (and deadlock with) rows other transactions hold that do not even match.
+    seen = list(conn.execute(select(table.c.id).where(statement.whereclause)).scalars())
+    if not seen:
+        return []
+    ids = list(conn.execute(
+        lock_rows(conn, select(table.c.id).where(table.c.id.in_(seen), statement.whereclause))
+    ).scalars())
     if not ids:
         return []
     conn.execute(statement.where(table.c.id.in_(ids)))
