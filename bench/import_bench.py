@@ -1,4 +1,5 @@
-"""Import benchmark (`make bench-import`): the orders_csv import on PostgreSQL next to a raw COPY.
+"""Import benchmark (`make bench-import`): the orders_csv import next to a raw bulk load, on
+PostgreSQL and on MariaDB.
 
 Generates a 1M-line order file (cached in bench/out/), creates its own PostgreSQL database
 (unique name, dropped at the end) and prints, from one run:
@@ -10,7 +11,12 @@ Generates a 1M-line order file (cached in bench/out/), creates its own PostgreSQ
 - the same at 200k lines, for the memory growth;
 - the ratios, and the targets they are held to.
 
+Then the same file on MariaDB (a database of its own, dropped at the end): a raw
+`LOAD DATA LOCAL INFILE` of the file into one text table against the import's lines/s, and one
+table of both backends side by side.
+
     python bench/import_bench.py [--rows 1000000] [--small-rows 200000] [--without-fk]
+                                 [--backends pg,mariadb] [--db-prefix ordersys_bench_imports]
 
 `--without-fk` adds one more import into a copy of the schema without the foreign keys of
 orders and order_lines, to show what their per-row checks cost.
@@ -33,6 +39,7 @@ from sqlalchemy.engine import make_url
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 ADMIN_URL = os.environ.get("ORDERSYS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MARIADB_ADMIN_URL = os.environ.get("ORDERSYS_BENCH_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql")
 RAW_COLUMNS = "order_ref text, order_date text, customer_email text, customer_name text, sku text, product_name text, quantity text, unit_price text"
 TABLES = "order_lines, orders, import_rejects, import_staging, import_files, customers, products"
 FOREIGN_KEYS = [
@@ -77,6 +84,24 @@ def raw_copy(url: str, path: Path, *, unlogged: bool) -> float:
     finally:
         raw.close()
         engine.dispose()
+
+
+def raw_load_data(url: str, path: Path) -> float:
+    """Seconds to LOAD DATA LOCAL INFILE the file into one InnoDB text table (fresh, dropped after)."""
+    from ordersys_pipelines.db.engine import get_engine
+
+    with get_engine(url).connect() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE raw_copy ({RAW_COLUMNS}) ENGINE=InnoDB CHARACTER SET utf8mb4")
+        started = time.perf_counter()
+        conn.exec_driver_sql(
+            f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE raw_copy CHARACTER SET utf8mb4 "
+            "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
+            "LINES TERMINATED BY '\\n' IGNORE 1 LINES"
+        )
+        conn.commit()
+        seconds = time.perf_counter() - started
+        conn.exec_driver_sql("DROP TABLE raw_copy")
+    return seconds
 
 
 def import_in_child(url: str, path: Path, chunk_rows: int) -> dict:
@@ -134,8 +159,13 @@ def child(url: str, path: str, chunk_rows: int) -> None:
 def truncate(url: str) -> None:
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
-        conn.execute(text("VACUUM ANALYZE"))
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+            conn.execute(text("VACUUM ANALYZE"))
+        else:
+            conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+            for table in TABLES.split(", "):
+                conn.execute(text(f"TRUNCATE TABLE {table}"))
     engine.dispose()
 
 
@@ -143,7 +173,8 @@ def drop_foreign_keys(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         for table, name in FOREIGN_KEYS:
-            conn.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT {name}"))
+            kind = "CONSTRAINT" if engine.dialect.name == "postgresql" else "FOREIGN KEY"
+            conn.execute(text(f"ALTER TABLE {table} DROP {kind} {name}"))
     engine.dispose()
 
 
@@ -154,6 +185,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--chunk-rows", type=int, default=50_000)
     parser.add_argument("--without-fk", action="store_true", help="also import without the foreign keys")
+    parser.add_argument("--backends", default="pg,mariadb", help="comma-separated: pg, mariadb (default both)")
+    parser.add_argument("--db-prefix", default="ordersys_bench_imports",
+                        help="name prefix of the benchmark's databases (the process id is appended)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -162,14 +196,71 @@ def main() -> None:
 
     OUT.mkdir(parents=True, exist_ok=True)
     big, small = order_file(args.rows, args.seed), order_file(args.small_rows, args.seed)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    summary = []
+    if "pg" in backends:
+        summary.append(bench_postgres(args, big, small))
+    if "mariadb" in backends:
+        summary.append(bench_mariadb(args, big))
+    if len(summary) > 1:
+        from tabulate import tabulate
 
+        print()
+        print(tabulate(summary, headers=["backend", "raw bulk load", f"import {args.rows:,} lines", "import / raw"],
+                       tablefmt="github"))
+
+
+def scratch_database(admin_url: str, name: str):
+    """Create database `name`; returns its URL and a function that drops it."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    pg = admin.dialect.name == "postgresql"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"' if pg else f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        from ordersys_pipelines.db.engine import get_engine
+
+        get_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' if pg else f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+    return url, drop
+
+
+def bench_mariadb(args, big: Path) -> tuple:
     from ordersys_pipelines.db import migrate
 
-    name = f"ordersys_bench_imports_{os.getpid()}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    url, drop = scratch_database(MARIADB_ADMIN_URL, f"{args.db_prefix}_{os.getpid()}")
+    try:
+        migrate.upgrade(url)
+        load_seconds = raw_load_data(url, big)
+        full = import_in_child(url, big, args.chunk_rows)
+    finally:
+        drop()
+    load_rate = args.rows / load_seconds
+    import_rate = full["rows_read"] / full["seconds"]
+    rows = [
+        ("raw LOAD DATA LOCAL INFILE, InnoDB", f"{load_rate:,.0f} rows/s", f"{load_seconds:.2f} s"),
+        (f"import {args.rows:,} lines (orders_csv)", f"{import_rate:,.0f} lines/s", f"{full['seconds']:.2f} s"),
+        ("import / raw LOAD DATA", f"{import_rate / load_rate * 100:.1f} %", ""),
+        ("peak RSS, import", f"{full['peak_rss_mb']:.0f} MB", ""),
+        ("lines imported / rejected / orders", f"{full['lines_imported']:,} / {full['rejected']:,} / {full['orders']:,}", ""),
+    ]
+    from tabulate import tabulate
+
+    print()
+    print("MariaDB")
+    print(tabulate(rows, headers=["measure", "value", "note"], tablefmt="github"))
+    return ("MariaDB", f"{load_rate:,.0f} rows/s (LOAD DATA)", f"{import_rate:,.0f} lines/s",
+            f"{import_rate / load_rate * 100:.1f} %")
+
+
+def bench_postgres(args, big: Path, small: Path) -> tuple:
+    from ordersys_pipelines.db import migrate
+
+    url, drop = scratch_database(ADMIN_URL, f"{args.db_prefix}_{os.getpid()}")
     try:
         migrate.upgrade(url)
         copy_logged = raw_copy(url, big, unlogged=False)
@@ -185,13 +276,7 @@ def main() -> None:
             drop_foreign_keys(url)
             without_fk = import_in_child(url, big, args.chunk_rows)
     finally:
-        from ordersys_pipelines.db.engine import get_engine
-
-        get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
+        drop()
     copy_rate = args.rows / copy_logged
     import_rate = full["rows_read"] / full["seconds"]
     growth = (full["peak_rss_mb"] / part["peak_rss_mb"] - 1) * 100
@@ -216,7 +301,9 @@ def main() -> None:
 
     from tabulate import tabulate
 
+    print("PostgreSQL")
     print(tabulate(rows, headers=["measure", "value", "note"], tablefmt="github"))
+    return ("PostgreSQL", f"{copy_rate:,.0f} rows/s (COPY)", f"{import_rate:,.0f} lines/s", f"{ratio:.1f} %")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,15 @@ def _float(name: str, default: float, minimum: float | None = None) -> float:
     return value
 
 
+def _database_url(url: str) -> str:
+    """`mysql://` and `mariadb://` without a driver mean PyMySQL, the one installed (SQLAlchemy
+    would pick mysqlclient, which is not)."""
+    for scheme in ("mysql://", "mariadb://"):
+        if url.startswith(scheme):
+            return scheme[:-3] + "+pymysql://" + url[len(scheme):]
+    return url
+
+
 def _str(name: str, default: str) -> str:
     raw = os.environ.get(name)
     return default if raw is None or raw == "" else raw
@@ -119,7 +128,7 @@ class Settings:
         seed = env("ORDERSYS_GATEWAY_SEED")
         templates = env("ORDERSYS_NOTIFY_TEMPLATES")
         settings = cls(
-            database_url=_str("ORDERSYS_DATABASE_URL", _default_database_url()),
+            database_url=_database_url(_str("ORDERSYS_DATABASE_URL", _default_database_url())),
             redis_url=env("ORDERSYS_REDIS_URL") or None,
             redis_key_prefix=_str("ORDERSYS_REDIS_PREFIX", ""),
             inbox=Path(_str("ORDERSYS_INBOX", "data/inbox")),

@@ -1,8 +1,13 @@
 """Test fixtures on real services.
 
-Each test session (each xdist worker) creates its own PostgreSQL database and drops it at the
-end, uses its own SQLite file, and its own Redis key prefix, so parallel sessions never meet.
-Tables are emptied before each test that asks for a database.
+Each test session (each xdist worker) creates its own PostgreSQL and MariaDB databases and drops
+them at the end, uses its own SQLite file, and its own Redis key prefix, so parallel sessions never
+meet. Tables are emptied before each test that asks for a database.
+
+`--backends=pg,sqlite,mariadb` (the default) chooses the databases: tests on `db_url` run once
+per chosen backend (ids `[pg]`, `[sqlite]`, `[mariadb]`), and tests bound to one backend by
+fixture (`pg_url`, `sqlite_url`, `mariadb_url`) run only when it is chosen. Concurrency tests use
+`locking_url`: PostgreSQL and MariaDB, the backends with row locks.
 """
 
 from __future__ import annotations
@@ -22,9 +27,49 @@ from ordersys_pipelines.resources.redis import RedisResource, connect
 from ordersys_pipelines.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("ORDERSYS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MARIADB_ADMIN_URL = os.environ.get("ORDERSYS_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql")
 REDIS_URL = os.environ.get("ORDERSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 SESSION_ID = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+# The MariaDB server is shared with other projects' tests: our databases carry this tag.
+MARIADB_TAG = "mdb1"
+
+BACKENDS = ("pg", "sqlite", "mariadb")
+LOCKING_BACKENDS = ("pg", "mariadb")
+# The fixture that binds a test to one backend.
+BACKEND_FIXTURES = {"pg": "pg_url", "sqlite": "sqlite_url", "mariadb": "mariadb_url"}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--backends",
+        default=",".join(BACKENDS),
+        help=f"comma-separated databases to test on, of {', '.join(BACKENDS)} (default: all)",
+    )
+
+
+def selected_backends(config) -> set[str]:
+    chosen = {name.strip() for name in config.getoption("--backends").split(",") if name.strip()}
+    unknown = chosen - set(BACKENDS)
+    if unknown:
+        raise pytest.UsageError(f"--backends: unknown {', '.join(sorted(unknown))}; choose from {BACKENDS}")
+    return chosen
+
+
+def pytest_collection_modifyitems(config, items):
+    chosen = selected_backends(config)
+    keep, drop = [], []
+    for item in items:
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        backends = {params[name] for name in ("db_url", "locking_url") if name in params}
+        bound = {name for name, fixture in BACKEND_FIXTURES.items() if fixture in item.fixturenames}
+        if (backends | bound) - chosen:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
@@ -49,18 +94,40 @@ def sqlite_database_url(tmp_path_factory) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def mariadb_database_url() -> Iterator[str]:
+    name = f"ordersys_test_{MARIADB_TAG}_{SESSION_ID}"
+    admin = create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+    url = make_url(MARIADB_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url)
+    yield url
+    get_engine(url).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
+
+
 def empty_tables(url: str) -> None:
     engine = get_engine(url)
     tables = [t.name for t in reversed(metadata.sorted_tables)]
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        elif engine.dialect.name in ("mysql", "mariadb"):
+            # TRUNCATE refuses tables that foreign keys point at unless the checks are off
+            # (for this session only); it also restarts AUTO_INCREMENT like RESTART IDENTITY.
+            conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+            for table in tables:
+                conn.execute(text(f"TRUNCATE TABLE `{table}`"))
+            conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
         else:
             for table in tables:
                 conn.execute(text(f"DELETE FROM {table}"))
 
 
-@pytest.fixture(params=["pg", "sqlite"])
+@pytest.fixture(params=BACKENDS)
 def db_url(request) -> str:
     """An empty database on each backend in turn."""
     url = request.getfixturevalue(f"{request.param}_database_url")
@@ -73,6 +140,20 @@ def pg_url(pg_database_url) -> str:
     """An empty PostgreSQL database (for concurrency tests that need row locks)."""
     empty_tables(pg_database_url)
     return pg_database_url
+
+
+@pytest.fixture
+def mariadb_url(mariadb_database_url) -> str:
+    """An empty MariaDB database (concurrency tests: InnoDB row locks, SKIP LOCKED)."""
+    empty_tables(mariadb_database_url)
+    return mariadb_database_url
+
+
+@pytest.fixture(params=LOCKING_BACKENDS)
+def locking_url(request) -> str:
+    """An empty database with row locks (FOR UPDATE SKIP LOCKED), on each such backend in turn:
+    for the tests that run claims and requests concurrently."""
+    return request.getfixturevalue(f"{request.param}_url")
 
 
 @pytest.fixture

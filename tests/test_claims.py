@@ -43,8 +43,8 @@ def test_claims_do_not_overlap_and_expire(engine):
         assert sorted(conn.execute(select(orders.c.id).where(orders.c.claimed_by.is_(None))).scalars()) == first
 
 
-def test_concurrent_claims_on_postgres_never_share_a_row(pg_url):
-    engine = get_engine(pg_url)
+def test_concurrent_claims_never_share_a_row(locking_url):
+    engine = get_engine(locking_url)
     _orders(engine, 500)
     results: dict[str, list[int]] = {}
     barrier = threading.Barrier(4)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ordersys_pipelines.db import migrate
-from ordersys_pipelines.db.schema import products
+from ordersys_pipelines.db.schema import customers, products
 from ordersys_pipelines.resources.redis import RedisUnavailable, resolve_redis_url
 from ordersys_pipelines.settings import Settings, SettingsError
 
@@ -60,6 +62,28 @@ def test_bad_settings_are_named(monkeypatch, name, value, message):
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=message):
         Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("mysql://root@127.0.0.1:3306/shop", "mysql+pymysql://root@127.0.0.1:3306/shop"),
+        ("mariadb://root@127.0.0.1/shop", "mariadb+pymysql://root@127.0.0.1/shop"),
+        ("mysql+pymysql://root@127.0.0.1/shop", "mysql+pymysql://root@127.0.0.1/shop"),
+        ("postgresql://postgres@127.0.0.1/shop", "postgresql://postgres@127.0.0.1/shop"),
+    ],
+)
+def test_a_mysql_url_without_driver_uses_pymysql(monkeypatch, given, used):
+    monkeypatch.setenv("ORDERSYS_DATABASE_URL", given)
+    assert Settings.from_env().database_url == used
+
+
+def test_timestamps_keep_microseconds(engine):
+    """DATETIME(6) on MariaDB: a claim lease or callback time keeps its fraction on every backend."""
+    stamp = datetime(2024, 5, 1, 12, 0, 0, 123456)
+    with engine.begin() as conn:
+        conn.execute(insert(customers).values(email="a@example.com", name="A", created_at=stamp))
+        assert conn.execute(select(customers.c.created_at)).scalar_one() == stamp
 
 
 def test_configured_redis_that_does_not_answer_is_an_error_naming_it(tmp_path):

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 from imports_support import HEADER, balanced, order_lines, rejects, rows, run_import, scalar, write
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
+from ordersys_pipelines.domain.imports import load
 from ordersys_pipelines.domain.imports.catalog import load_catalog
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 from ordersys_pipelines.domain.imports.importer import ImportSuperseded
@@ -42,6 +43,20 @@ def test_orders_straddling_chunks_and_far_apart_lines_are_imported_whole(engine,
     assert scalar(engine, "SELECT total_cents FROM orders WHERE order_ref = 'O1'") == 100 + 600 + 200
     assert scalar(engine, "SELECT count(*) FROM import_staging") == 0
     assert balanced(result)
+
+
+def test_mariadb_without_local_infile_stages_with_batched_inserts(mariadb_url, tmp_path):
+    """A client (or server) that refuses LOAD DATA LOCAL INFILE: the same import, by INSERTs."""
+    engine = create_engine(mariadb_url, connect_args={"local_infile": False, "init_command": "SET time_zone = '+00:00'"},
+                           isolation_level="READ COMMITTED")
+    try:
+        result = run_import(engine, tmp_path, MIXED_FILE, chunk_rows=2)
+        assert (result.chunks, result.rows_read, result.lines_imported, result.orders, result.rejected) == (5, 9, 8, 5, 1)
+        assert order_lines(engine, "O1") == [(1, "A", 1, 100), (2, "B", 3, 200), (3, "C", 4, 50)]
+        assert rejects(engine)[0][0] == 10
+        assert load._local_infile_refused and engine in load._local_infile_refused
+    finally:
+        engine.dispose()
 
 
 def test_a_run_killed_after_chunk_k_resumes_and_imports_exactly_once(engine, tmp_path):

@@ -43,8 +43,8 @@ def _request(engine, order_ref, amount_cents, reference):
         return request_refund(conn, order_ref, amount_cents, reference=reference)
 
 
-def test_twenty_identical_concurrent_requests_make_one_refund_and_one_payout(pg_url):
-    engine = get_engine(pg_url)
+def test_twenty_identical_concurrent_requests_make_one_refund_and_one_payout(locking_url):
+    engine = get_engine(locking_url)
     make_order(engine, total_cents=8_000)
     results = _at_once(20, lambda i: _request(engine, "O-1", 3_000, "same-key"))
     assert not [r for r in results if isinstance(r, Exception)], results
@@ -61,8 +61,8 @@ def test_twenty_identical_concurrent_requests_make_one_refund_and_one_payout(pg_
         assert payouts(conn) == 1
 
 
-def test_ten_concurrent_twenty_percent_refunds_accept_exactly_five(pg_url):
-    engine = get_engine(pg_url)
+def test_ten_concurrent_twenty_percent_refunds_accept_exactly_five(locking_url):
+    engine = get_engine(locking_url)
     order_id = make_order(engine, total_cents=10_000)
     results = _at_once(10, lambda i: _request(engine, "O-1", 2_000, f"part-{i}"))
     refused = [r for r in results if isinstance(r, RefundRefused)]
@@ -82,8 +82,8 @@ def test_ten_concurrent_twenty_percent_refunds_accept_exactly_five(pg_url):
         assert conn.execute(select(orders.c.refund_state).where(orders.c.id == order_id)).scalar_one() == "refunded"
 
 
-def test_one_reference_raced_for_two_orders_is_one_refund_and_a_conflict(pg_url):
-    engine = get_engine(pg_url)
+def test_one_reference_raced_for_two_orders_is_one_refund_and_a_conflict(locking_url):
+    engine = get_engine(locking_url)
     for ref in ("O-1", "O-2"):
         make_order(engine, ref)
     results = _at_once(8, lambda i: _request(engine, f"O-{1 + i % 2}", 500, "shared-key"))
@@ -95,8 +95,8 @@ def test_one_reference_raced_for_two_orders_is_one_refund_and_a_conflict(pg_url)
     assert all("'shared-key' is already used by refund" in str(c) for c in conflicts)
 
 
-def test_concurrent_runs_never_process_a_refund_twice(pg_url):
-    engine = get_engine(pg_url)
+def test_concurrent_runs_never_process_a_refund_twice(locking_url):
+    engine = get_engine(locking_url)
     for i in range(40):
         make_order(engine, f"O-{i}", total_cents=1_000)
         _request(engine, f"O-{i}", 1_000, f"R-{i}")

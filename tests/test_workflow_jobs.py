@@ -78,12 +78,12 @@ def test_jobs_run_orders_to_terminal_states_and_record_the_run_id(db_url, engine
     assert runs == {workflow.run_id, settled.run_id}
 
 
-def test_oversell_two_concurrent_workflow_runs_on_postgres(pg_url):
-    engine = get_engine(pg_url)
+def test_oversell_two_concurrent_workflow_runs(locking_url):
+    engine = get_engine(locking_url)
     with engine.begin() as conn:
         add_products(conn, {"SCARCE": 10})
         add_one_unit_orders(conn, 50, "SCARCE")
-    resources = _resources(pg_url)
+    resources = _resources(locking_url)
     barrier, results = threading.Barrier(2), []
 
     def run() -> None:
@@ -243,7 +243,7 @@ def test_conservation_after_processing_everything(db_url, engine):
         counts = status_counts(conn)
         after = stock(conn)
         sold = dict(conn.execute(text(
-            "SELECT p.sku, COALESCE(SUM(l.quantity) FILTER (WHERE o.status = 'finalized'), 0) FROM products p "
+            "SELECT p.sku, COALESCE(SUM(CASE WHEN o.status = 'finalized' THEN l.quantity ELSE 0 END), 0) FROM products p "
             "LEFT JOIN order_lines l ON l.product_id = p.id LEFT JOIN orders o ON o.id = l.order_id GROUP BY p.sku"
         )).all())
         duplicates = conn.execute(select(func.sum(payment_callbacks.c.deliveries - 1))).scalar()

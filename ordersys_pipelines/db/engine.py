@@ -6,7 +6,7 @@ import functools
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 
@@ -30,8 +30,36 @@ def get_engine(url: str) -> Engine:
         return engine
     # Server-side defaults (CURRENT_TIMESTAMP) land in naive columns in the session's time
     # zone; pin it to UTC so they agree with utcnow() whatever the server's default zone is.
-    connect_args = {"options": "-c timezone=UTC"} if parsed.get_backend_name() == "postgresql" else {}
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
+    options: dict = {}
+    if parsed.get_backend_name() == "postgresql":
+        options["connect_args"] = {"options": "-c timezone=UTC"}
+    elif parsed.get_backend_name() in ("mysql", "mariadb"):
+        options["connect_args"] = {
+            "init_command": "SET time_zone = '+00:00'",
+            "charset": "utf8mb4",
+            # The import bulk-loads each chunk with LOAD DATA LOCAL INFILE (domain.imports.load).
+            "local_infile": True,
+        }
+        # InnoDB defaults to REPEATABLE READ; the claim and merge statements are written for
+        # PostgreSQL's READ COMMITTED (each statement sees what committed before it began).
+        options["isolation_level"] = "READ COMMITTED"
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, **options)
+        event.listen(engine, "handle_error", _check_violation_is_integrity_error)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, **options)
+
+
+# A failed CHECK constraint: MariaDB's ER_CONSTRAINT_FAILED and MySQL 8's
+# ER_CHECK_CONSTRAINT_VIOLATED. PyMySQL reports both as OperationalError; every other backend
+# raises IntegrityError, which is what the callers catch.
+_CHECK_VIOLATIONS = {4025, 3819}
+
+
+def _check_violation_is_integrity_error(context) -> exc.IntegrityError | None:
+    orig = context.original_exception
+    if getattr(orig, "args", None) and orig.args[0] in _CHECK_VIOLATIONS:
+        return exc.IntegrityError(context.statement, context.parameters, orig)
+    return None
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -63,3 +91,8 @@ def is_postgres(engine: Engine) -> bool:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def is_mysql(engine_or_connection) -> bool:
+    """MySQL or MariaDB (SQLAlchemy names both dialects "mysql" for a mysql:// URL)."""
+    return engine_or_connection.dialect.name in ("mysql", "mariadb")

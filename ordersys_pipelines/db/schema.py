@@ -10,7 +10,6 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -19,8 +18,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    func,
 )
+
+from ordersys_pipelines.db.types import TABLE_OPTIONS, Timestamp, now_default
 
 # Integer on SQLite so the key is an alias of ROWID (autoincrement); BIGINT elsewhere.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -37,15 +37,15 @@ metadata = MetaData(
 
 
 def _created_at() -> Column:
-    return Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp())
+    return Column("created_at", Timestamp, nullable=False, server_default=now_default())
 
 
 def _updated_at() -> Column:
-    return Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp())
+    return Column("updated_at", Timestamp, nullable=False, server_default=now_default())
 
 
 def _claim_columns() -> list[Column]:
-    return [Column("claimed_by", String(64)), Column("claim_expires_at", DateTime)]
+    return [Column("claimed_by", String(64)), Column("claim_expires_at", Timestamp)]
 
 
 customers = Table(
@@ -60,6 +60,7 @@ customers = Table(
     Column("notify_channel", String(20)),
     _created_at(),
     CheckConstraint("email IS NOT NULL OR customer_ref IS NOT NULL", name="has_key"),
+    **TABLE_OPTIONS,
 )
 
 products = Table(
@@ -77,6 +78,7 @@ products = Table(
     CheckConstraint("stock >= 0", name="stock_non_negative"),
     CheckConstraint("reserved >= 0", name="reserved_non_negative"),
     CheckConstraint("reserved <= stock", name="reserved_within_stock"),
+    **TABLE_OPTIONS,
 )
 
 import_files = Table(
@@ -98,8 +100,9 @@ import_files = Table(
     Column("chunks_committed", Integer, nullable=False, server_default="0"),
     Column("error", Text),
     Column("run_id", String(64)),
-    Column("started_at", DateTime, nullable=False, server_default=func.current_timestamp()),
-    Column("finished_at", DateTime),
+    Column("started_at", Timestamp, nullable=False, server_default=now_default()),
+    Column("finished_at", Timestamp),
+    **TABLE_OPTIONS,
 )
 
 import_rejects = Table(
@@ -112,6 +115,7 @@ import_rejects = Table(
     Column("reason", Text, nullable=False),
     _created_at(),
     Index("ix_import_rejects_file_line", "file_id", "line_number"),
+    **TABLE_OPTIONS,
 )
 
 # Parsed, validated rows of a file being imported; each chunk is loaded and committed here,
@@ -122,7 +126,7 @@ import_staging = Table(
     Column("file_id", Id, nullable=False),
     Column("line_number", BigInteger, nullable=False),
     Column("order_ref", String(100), nullable=False),
-    Column("order_date", DateTime, nullable=False),
+    Column("order_date", Timestamp, nullable=False),
     Column("customer_email", String(320)),
     Column("customer_ref", String(100)),
     Column("customer_name", String(200), nullable=False),
@@ -131,6 +135,7 @@ import_staging = Table(
     Column("quantity", BigInteger, nullable=False),
     Column("unit_price_cents", BigInteger, nullable=False),
     Index("ix_import_staging_file_line", "file_id", "line_number"),
+    **TABLE_OPTIONS,
 )
 
 orders = Table(
@@ -139,10 +144,10 @@ orders = Table(
     Column("id", Id, primary_key=True),
     Column("order_ref", String(100), nullable=False, unique=True),
     Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
-    Column("order_date", DateTime, nullable=False),  # UTC
+    Column("order_date", Timestamp, nullable=False),  # UTC
     Column("status", String(30), nullable=False, server_default="created"),
     Column("status_reason", Text),
-    Column("status_changed_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    Column("status_changed_at", Timestamp, nullable=False, server_default=now_default()),
     Column("total_cents", BigInteger, nullable=False),
     Column("payment_ref", String(64), unique=True),
     # NULL, partially_refunded or refunded
@@ -155,6 +160,7 @@ orders = Table(
     Index("ix_orders_status_date", "status", "order_date", "order_ref"),
     Index("ix_orders_order_date", "order_date"),
     Index("ix_orders_customer_id", "customer_id"),
+    **TABLE_OPTIONS,
 )
 
 order_lines = Table(
@@ -170,6 +176,7 @@ order_lines = Table(
     CheckConstraint("quantity > 0", name="quantity_positive"),
     CheckConstraint("unit_price_cents >= 0", name="price_non_negative"),
     Index("ix_order_lines_product_id", "product_id"),
+    **TABLE_OPTIONS,
 )
 
 order_events = Table(
@@ -185,6 +192,7 @@ order_events = Table(
     Index("ix_order_events_order_id", "order_id"),
     # The analytics freshness sensor finds the days a finished run touched by its run id.
     Index("ix_order_events_run_id", "run_id"),
+    **TABLE_OPTIONS,
 )
 
 # Every call the simulated gateway receives, so tests and operators can count payouts.
@@ -202,6 +210,7 @@ gateway_calls = Table(
     Column("attempts", Integer, nullable=False, server_default="1"),
     _created_at(),
     UniqueConstraint("kind", "reference"),
+    **TABLE_OPTIONS,
 )
 
 payment_callbacks = Table(
@@ -218,13 +227,14 @@ payment_callbacks = Table(
     Column("status", String(20), nullable=False, server_default="pending"),
     Column("reason", Text),
     Column("deliveries", Integer, nullable=False, server_default="1"),
-    Column("received_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    Column("received_at", Timestamp, nullable=False, server_default=now_default()),
     # When the simulated gateway lets the callback become visible (callback delay).
-    Column("available_at", DateTime, nullable=False, server_default=func.current_timestamp()),
-    Column("processed_at", DateTime),
+    Column("available_at", Timestamp, nullable=False, server_default=now_default()),
+    Column("processed_at", Timestamp),
     Column("run_id", String(64)),
     *_claim_columns(),
     Index("ix_payment_callbacks_status", "status", "available_at"),
+    **TABLE_OPTIONS,
 )
 
 refunds = Table(
@@ -240,14 +250,15 @@ refunds = Table(
     Column("reason", Text),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text),
-    Column("next_attempt_at", DateTime, nullable=False, server_default=func.current_timestamp()),
-    Column("requested_at", DateTime, nullable=False, server_default=func.current_timestamp()),
-    Column("processed_at", DateTime),
+    Column("next_attempt_at", Timestamp, nullable=False, server_default=now_default()),
+    Column("requested_at", Timestamp, nullable=False, server_default=now_default()),
+    Column("processed_at", Timestamp),
     *_claim_columns(),
     CheckConstraint("amount_cents >= 0", name="amount_non_negative"),
     Index("ix_refunds_status", "status", "next_attempt_at"),
     Index("ix_refunds_order_id", "order_id"),
     Index("ix_refunds_processed_at", "processed_at"),
+    **TABLE_OPTIONS,
 )
 
 refund_events = Table(
@@ -262,6 +273,7 @@ refund_events = Table(
     _created_at(),
     Index("ix_refund_events_refund_id", "refund_id"),
     Index("ix_refund_events_run_id", "run_id"),
+    **TABLE_OPTIONS,
 )
 
 notifications = Table(
@@ -282,13 +294,14 @@ notifications = Table(
     Column("status", String(20), nullable=False, server_default="pending"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text),
-    Column("next_attempt_at", DateTime, nullable=False, server_default=func.current_timestamp()),
-    Column("sent_at", DateTime),
+    Column("next_attempt_at", Timestamp, nullable=False, server_default=now_default()),
+    Column("sent_at", Timestamp),
     Column("dedup_key", String(200), nullable=False, unique=True),
     *_claim_columns(),
     _created_at(),
     Index("ix_notifications_status", "status", "next_attempt_at"),
     Index("ix_notifications_sent_at", "sent_at"),
+    **TABLE_OPTIONS,
 )
 
 __all__ = [

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import BigInteger, Connection, func, select, update
 
+from ordersys_pipelines.db.dialect import lock_rows
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids, rowset
 from ordersys_pipelines.db.schema import order_lines, products
@@ -25,8 +26,7 @@ def lock_products(conn: Connection, product_ids: Iterable[int]) -> list:
         .where(in_ids(conn, products.c.id, product_ids, "product_ids"))
         .order_by(products.c.id)
     )
-    if conn.dialect.name == "postgresql":
-        statement = statement.with_for_update()
+    statement = lock_rows(conn, statement)
     return conn.execute(statement).all()
 
 

@@ -122,8 +122,8 @@ def test_smtp_down_retries_then_fails_and_a_new_event_goes_out_once_it_is_back(s
     assert statuses == {("order_confirmed", "failed"): 3, ("order_shipped", "sent"): 1}
 
 
-def test_two_dispatch_runs_at_once_send_every_notification_exactly_once(pg_url, smtp_server, config):
-    shop = Shop(get_engine(pg_url))
+def test_two_dispatch_runs_at_once_send_every_notification_exactly_once(locking_url, smtp_server, config):
+    shop = Shop(get_engine(locking_url))
     orders = shop.orders(30)
     shop.enqueue("order_confirmed", orders)
     shop.enqueue("order_shipped", orders)

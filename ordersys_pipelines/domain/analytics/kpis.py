@@ -45,6 +45,7 @@ from sqlalchemy import (
     text,
 )
 
+from ordersys_pipelines.db.dialect import is_mysql
 from ordersys_pipelines.db.schema import notifications, orders, refunds
 from ordersys_pipelines.domain.analytics.days import day_bounds_utc, days_in, offset_segments
 
@@ -96,9 +97,10 @@ class DayKpis:
 @contextmanager
 def consistent_read(engine: Engine) -> Iterator[Connection]:
     """A transaction in which every query sees the same snapshot (REPEATABLE READ on
-    PostgreSQL; a SQLite transaction reads one snapshot already)."""
+    PostgreSQL and InnoDB, whose engines default to READ COMMITTED here; a SQLite transaction
+    reads one snapshot already)."""
     with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
+        if conn.dialect.name != "sqlite":
             conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             yield conn
@@ -125,6 +127,8 @@ def _local_day(conn: Connection, column, segments: list[tuple[datetime, int]]) -
         )
     if conn.dialect.name == "postgresql":
         return cast(column + literal_column("interval '1 second'") * offset, Date)
+    if is_mysql(conn):
+        return cast(func.timestampadd(literal_column("SECOND"), offset, column), Date)
     # Whole seconds first: SQLite rounds fractions to milliseconds, so 23:59:59.9996 would
     # otherwise become the next day.
     return func.date(func.substr(column, 1, 19), func.printf("%d seconds", offset))

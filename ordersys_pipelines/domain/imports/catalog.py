@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from ordersys_pipelines.db.dialect import insert_new, lock_rows, upsert
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import import_files, import_rejects, products
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError, resolve_inventory_layout
@@ -57,12 +57,10 @@ def load_catalog(
     layout = resolve_inventory_layout(reader.header)
     result = CatalogResult(file_id=0, content_hash=digest, name=name)
     with engine.begin() as conn:
-        upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         conn.execute(
-            upsert(import_files)
+            insert_new(conn, import_files, [import_files.c.content_hash])
             .values(content_hash=digest, original_name=name, partition_key=partition_key(name, digest),
                     kind="inventory", started_at=utcnow(), run_id=uuid.uuid4().hex)
-            .on_conflict_do_nothing(index_elements=[import_files.c.content_hash])
         )
         row = conn.execute(select(import_files).where(import_files.c.content_hash == digest)).one()
         if row.kind != "inventory":
@@ -157,8 +155,7 @@ def _upsert_products(conn: Connection, batch, result: CatalogResult, chunk: RawC
     """Create or update a batch of products; rows that would set stock below reserved are rejects."""
     skus = [record["sku"] for _, record in batch]
     query = select(products.c.sku, products.c.reserved).where(products.c.sku.in_(skus))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+    query = lock_rows(conn, query)
     reserved = dict(conn.execute(query).all())
     rejects, rows = [], []
     now = utcnow()
@@ -171,15 +168,9 @@ def _upsert_products(conn: Connection, batch, result: CatalogResult, chunk: RawC
         rows.append({"name": record["sku"], "price_cents": 0, **record, "created_at": now, "updated_at": now})
     if not rows:
         return rejects
-    upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = upsert(products).values(rows)
     given = set(batch[0][1])  # the columns the file has
-    statement = statement.on_conflict_do_update(
-        index_elements=[products.c.sku],
-        set_={column: statement.excluded[column] for column in ("name", "price_cents", "stock") if column in given}
-        | {"updated_at": statement.excluded.updated_at},
-    )
-    conn.execute(statement)
+    changed = [column for column in ("name", "price_cents", "stock") if column in given] + ["updated_at"]
+    conn.execute(upsert(conn, products, rows, [products.c.sku], changed))
     created = sum(1 for row in rows if row["sku"] not in reserved)
     result.products_created += created
     result.products_updated += len(rows) - created

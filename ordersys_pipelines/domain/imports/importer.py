@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import Engine, delete, func, select, union_all, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from ordersys_pipelines.db.dialect import insert_new, lock_rows
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import import_files, import_rejects, import_staging
 from ordersys_pipelines.domain.imports.csv_format import (
@@ -224,15 +224,12 @@ def _claim_file(engine: Engine, digest: str, name: str, key: str, run_id: str):
     """The file's row, created when new; a failed file starts over, an interrupted one resumes.
     Taking it over (run_id) makes any other run still working on it stop at its next chunk."""
     with engine.begin() as conn:
-        upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         conn.execute(
-            upsert(import_files)
+            insert_new(conn, import_files, [import_files.c.content_hash])
             .values(content_hash=digest, original_name=name, partition_key=key, kind="orders", started_at=utcnow())
-            .on_conflict_do_nothing(index_elements=[import_files.c.content_hash])
         )
         query = select(import_files).where(import_files.c.content_hash == digest)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = lock_rows(conn, query)
         row = conn.execute(query).one()
         if row.kind != "orders":
             raise CsvFormatError(f"this content was loaded as a catalog file ({row.original_name}), not as orders")
@@ -257,8 +254,7 @@ def _claim_file(engine: Engine, digest: str, name: str, key: str, run_id: str):
 
 def _assert_owner(conn, file_id: int, run_id: str) -> None:
     query = select(import_files.c.run_id).where(import_files.c.id == file_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+    query = lock_rows(conn, query)
     owner = conn.execute(query).scalar_one()
     if owner != run_id:
         raise ImportSuperseded(f"run {owner} has taken over this file")

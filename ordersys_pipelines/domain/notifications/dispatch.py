@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, bindparam, func, or_, select, update
 
+from ordersys_pipelines.db.dialect import update_returning
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import notifications
 from ordersys_pipelines.domain.claims import claim, claimable
@@ -257,13 +258,15 @@ def _flush(engine: Engine, marks: list[_Mark], claimant: str, config: NotifierCo
     """Write `marks` and renew the lease on the rest of the batch; returns the ids still ours."""
     with engine.begin() as conn:
         _write_marks(conn, marks, claimant)
-        renewed = conn.execute(
+        renewed = update_returning(
+            conn,
             update(notifications)
             .where(n.claimed_by == claimant, n.status == "sending")
-            .values(claim_expires_at=utcnow() + timedelta(seconds=config.lease_seconds))
-            .returning(n.id)
-        ).scalars()
-        return set(renewed)
+            .values(claim_expires_at=utcnow() + timedelta(seconds=config.lease_seconds)),
+            notifications,
+            n.id,
+        )
+        return {row.id for row in renewed}
 
 
 def _write_marks(conn: Connection, marks: list[_Mark], claimant: str) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import ColumnElement, Connection, Select, String, cast, func, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from ordersys_pipelines.db.dialect import insert_new
 from ordersys_pipelines.db.schema import customers, notifications, orders, refunds
 
 ORDER_TYPES = (
@@ -24,13 +24,8 @@ NOTIFICATION_TYPES = ORDER_TYPES + REFUND_TYPES
 
 
 def _insert_ignoring_duplicates(conn: Connection, source: Select) -> int:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     columns = ["order_id", "refund_id", "customer_id", "type", "recipient", "reason", "dedup_key"]
-    statement = (
-        dialect.insert(notifications)
-        .from_select(columns, source)
-        .on_conflict_do_nothing(index_elements=["dedup_key"])
-    )
+    statement = insert_new(conn, notifications, ["dedup_key"]).from_select(columns, source)
     # rowcount of INSERT ... SELECT is not reported by every driver; RETURNING is.
     return len(conn.execute(statement.returning(notifications.c.id)).all())
 

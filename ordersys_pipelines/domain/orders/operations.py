@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Text, select
 
+from ordersys_pipelines.db.dialect import lock_rows
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids, rowset
 from ordersys_pipelines.db.schema import orders
@@ -50,8 +51,7 @@ def _move(
         .where(orders.c.order_ref.in_(select(names.c.order_ref)))
         .order_by(orders.c.id)
     )
-    if conn.dialect.name == "postgresql":
-        statement = statement.with_for_update()
+    statement = lock_rows(conn, statement)
     rows = conn.execute(statement).all()
     found = {row.order_ref for row in rows}
     permitted = sources(to_status)

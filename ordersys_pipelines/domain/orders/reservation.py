@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, or_, select
 
+from ordersys_pipelines.db.dialect import exclusive_transaction, lock_rows
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids
 from ordersys_pipelines.db.schema import import_files, order_lines, orders
@@ -100,8 +101,7 @@ def lock_created(conn: Connection, *, limit: int) -> list[int]:
     """Lock up to `limit` eligible created orders, oldest first (skipping rows another
     transaction holds, and orders a live claim stamp reserves for another run)."""
     statement = select(orders.c.id).where(eligible(), claims.claimable(orders)).order_by(*FIFO).limit(limit)
-    if conn.dialect.name == "postgresql":
-        statement = statement.with_for_update(skip_locked=True)
+    statement = lock_rows(conn, statement, skip_locked=True)
     return list(conn.execute(statement).scalars())
 
 
@@ -151,7 +151,7 @@ def reserve_locked(
     return ReservationResult(claimed=len(order_ids), reserved=allocation.reserved, failed=allocation.failed)
 
 
-# Serializes reservation transactions on PostgreSQL (pg_advisory_xact_lock key).
+# Serializes reservation transactions (db.dialect.exclusive_transaction: an advisory lock key).
 RESERVATION_LOCK = 0x6F72_6473_7973  # "ordsys"
 
 
@@ -159,9 +159,7 @@ def reserve_batch(
     engine: Engine, *, batch_size: int, claimant: str, lease_seconds: int, run_id: str | None
 ) -> ReservationResult:
     """Pick and reserve up to `batch_size` of the oldest eligible orders in one transaction."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(select(func.pg_advisory_xact_lock(RESERVATION_LOCK)))
+    with exclusive_transaction(engine, RESERVATION_LOCK) as conn:
         ids = lock_created(conn, limit=batch_size)
         if not ids:
             return ReservationResult()

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Text, literal, select, true
-from sqlalchemy.dialects import postgresql, sqlite
 
+from ordersys_pipelines.db.dialect import dialect_insert, is_mysql
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import rowset
 from ordersys_pipelines.db.schema import payment_callbacks
@@ -97,16 +97,22 @@ def store(
         rows.c.event_id, rows.c.payment_ref, rows.c.payload, rows.c.signature, rows.c.signed_at, rows.c.status,
         rows.c.reason, literal(source), literal(received_at), literal(available_at),
     ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(payment_callbacks).from_select(
+    statement = dialect_insert(conn, payment_callbacks).from_select(
         ["event_id", "payment_ref", "payload", "signature", "signed_at", "status", "reason", "source",
          "received_at", "available_at"],
         source_rows,
     )
-    statement = statement.on_conflict_do_update(
-        index_elements=["event_id"], set_={"deliveries": payment_callbacks.c.deliveries + 1}
-    ).returning(payment_callbacks.c.event_id, payment_callbacks.c.deliveries)
-    return dict(conn.execute(statement).all())
+    more = {"deliveries": payment_callbacks.c.deliveries + 1}
+    if is_mysql(conn):
+        # event_id is the table's only unique key besides the id, so ON DUPLICATE KEY means the same
+        # as the conflict target elsewhere; the counts are read back from the rows just written.
+        conn.execute(statement.on_duplicate_key_update(more))
+        written = select(payment_callbacks.c.event_id, payment_callbacks.c.deliveries).where(
+            payment_callbacks.c.event_id.in_([e.event_id for e in entries])
+        )
+        return dict(conn.execute(written).all())
+    statement = statement.on_conflict_do_update(index_elements=["event_id"], set_=more)
+    return dict(conn.execute(statement.returning(payment_callbacks.c.event_id, payment_callbacks.c.deliveries)).all())
 
 
 def _rejected_id(raw: bytes, header: str | None) -> str:

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, select
 
+from ordersys_pipelines.db.dialect import lock_rows
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids
 from ordersys_pipelines.db.schema import orders
@@ -54,8 +55,7 @@ def initiate_claimed(
     locked = select(orders.c.id, orders.c.order_ref, orders.c.total_cents).where(
         in_ids(conn, orders.c.id, order_ids), orders.c.status == RESERVED, orders.c.claimed_by == claimant
     )
-    if conn.dialect.name == "postgresql":
-        locked = locked.order_by(orders.c.id).with_for_update()
+    locked = lock_rows(conn, locked.order_by(orders.c.id))
     requests = [gateway.PaymentRequest(row.id, row.order_ref, row.total_cents) for row in conn.execute(locked)]
     if not requests:
         return InitiationResult(claimed=len(order_ids))

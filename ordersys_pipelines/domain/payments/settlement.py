@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import BigInteger, Connection, Engine, Text, and_, func, select, update
 
+from ordersys_pipelines.db.dialect import lock_rows
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids, rowset
 from ordersys_pipelines.db.schema import orders, payment_callbacks
@@ -85,8 +86,7 @@ def apply_claimed(
                payment_callbacks.c.claimed_by == claimant)
         .order_by(payment_callbacks.c.id)
     )
-    if conn.dialect.name == "postgresql":
-        statement = statement.with_for_update()
+    statement = lock_rows(conn, statement)
     callbacks = conn.execute(statement).all()
     result = SettlementResult(claimed=len(callback_ids), duplicates=sum(c.deliveries - 1 for c in callbacks))
     if not callbacks:
@@ -110,8 +110,7 @@ def apply_claimed(
         .where(orders.c.payment_ref.in_(select(refs.c.payment_ref)))
         .order_by(orders.c.id)
     )
-    if conn.dialect.name == "postgresql":
-        order_query = order_query.with_for_update()
+    order_query = lock_rows(conn, order_query)
     by_ref = {row.payment_ref: row for row in conn.execute(order_query)}
 
     status = {row.id: row.status for row in by_ref.values()}  # as it will be after this batch
@@ -197,8 +196,7 @@ def expire_overdue(
         select(orders.c.id).where(overdue(timeout_seconds, now)).order_by(orders.c.status_changed_at, orders.c.id)
         .limit(limit)
     )
-    if conn.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
+    candidates = lock_rows(conn, candidates, skip_locked=True)
     ids = list(conn.execute(candidates).scalars())
     if not ids:
         return []

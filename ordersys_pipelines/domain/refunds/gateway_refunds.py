@@ -18,8 +18,8 @@ import random
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from ordersys_pipelines.db.dialect import insert_new
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import gateway_calls
 from ordersys_pipelines.domain.payments.config import GatewayConfig
@@ -63,6 +63,9 @@ def failure_reason(config: GatewayConfig, reference: str, attempt: int) -> str |
     return None
 
 
+UNIQUE_KEY = "uq_gateway_calls_kind_reference"
+
+
 def refund_batch(conn: Connection, config: GatewayConfig, calls: list[RefundCall]) -> dict[str, RefundOutcome]:
     """Send refund calls (one per reference); outcomes by reference."""
     if not calls:
@@ -70,11 +73,10 @@ def refund_batch(conn: Connection, config: GatewayConfig, calls: list[RefundCall
     references = [call.reference for call in calls]
     if len(set(references)) != len(references):
         raise GatewayRefundError("a batch must not name the same refund reference twice")
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     # Make sure each reference has its row, then lock the rows: concurrent calls with one
     # reference queue here instead of both deciding.
     conn.execute(
-        dialect.insert(gateway_calls).on_conflict_do_nothing(index_elements=["kind", "reference"]),
+        insert_new(conn, gateway_calls, ["kind", "reference"]),
         [
             {"kind": KIND, "reference": c.reference, "payment_ref": c.payment_ref, "amount_cents": c.amount_cents,
              "outcome": "received", "attempts": 0, "created_at": utcnow()}
@@ -90,6 +92,10 @@ def refund_batch(conn: Connection, config: GatewayConfig, calls: list[RefundCall
             .where(gateway_calls.c.kind == KIND, gateway_calls.c.reference.in_(references))
             .order_by(gateway_calls.c.id)
             .with_for_update()
+            # InnoDB locks every row a locking read scans: on a small table MariaDB picks a full
+            # scan and waits on (and deadlocks with) the fresh rows of concurrent batches.
+            .with_hint(gateway_calls, f"FORCE INDEX ({UNIQUE_KEY})", "mysql")
+            .with_hint(gateway_calls, f"FORCE INDEX ({UNIQUE_KEY})", "mariadb")
         )
     }
     outcomes: dict[str, RefundOutcome] = {}

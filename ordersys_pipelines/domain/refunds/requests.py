@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, case, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from ordersys_pipelines.db.dialect import insert_new
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import orders, refund_events, refunds
 from ordersys_pipelines.domain.money import plain
@@ -142,11 +142,10 @@ def _request(
     is_full = full or (amount > 0 and processed + in_flight + amount == order.total_cents)
     status = "rejected" if refusal else "pending"
     now = utcnow()
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     # A concurrent request with this reference for another order holds no lock we wait on;
     # the unique index decides, and the loser reads the winner's row.
     refund_id = conn.execute(
-        dialect.insert(refunds)
+        insert_new(conn, refunds, ["reference"])
         .values(
             order_id=order.id,
             reference=reference,
@@ -158,7 +157,6 @@ def _request(
             requested_at=now,
             next_attempt_at=now,
         )
-        .on_conflict_do_nothing(index_elements=["reference"])
         .returning(refunds.c.id)
     ).scalar_one_or_none()
     if refund_id is None:

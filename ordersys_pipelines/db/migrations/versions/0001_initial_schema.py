@@ -8,6 +8,8 @@ Create Date: 2026-11-25 09:35:58.961914
 from alembic import op
 import sqlalchemy as sa
 
+from ordersys_pipelines.db.types import TABLE_OPTIONS, Timestamp, now_default
+
 
 revision = '0001'
 down_revision = None
@@ -23,11 +25,12 @@ def upgrade() -> None:
     sa.Column('customer_ref', sa.String(length=100), nullable=True),
     sa.Column('name', sa.String(length=200), server_default='', nullable=False),
     sa.Column('notify_channel', sa.String(length=20), nullable=True),
-    sa.Column('created_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('created_at', Timestamp, server_default=now_default(), nullable=False),
     sa.CheckConstraint('email IS NOT NULL OR customer_ref IS NOT NULL', name=op.f('ck_customers_has_key')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_customers')),
     sa.UniqueConstraint('customer_ref', name=op.f('uq_customers_customer_ref')),
-    sa.UniqueConstraint('email', name=op.f('uq_customers_email'))
+    sa.UniqueConstraint('email', name=op.f('uq_customers_email')),
+    **TABLE_OPTIONS,
     )
     op.create_table('gateway_calls',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -38,9 +41,10 @@ def upgrade() -> None:
     sa.Column('outcome', sa.String(length=20), nullable=False),
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('attempts', sa.Integer(), server_default='1', nullable=False),
-    sa.Column('created_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('created_at', Timestamp, server_default=now_default(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_gateway_calls')),
-    sa.UniqueConstraint('kind', 'reference', name=op.f('uq_gateway_calls_kind_reference'))
+    sa.UniqueConstraint('kind', 'reference', name=op.f('uq_gateway_calls_kind_reference')),
+    **TABLE_OPTIONS,
     )
     op.create_table('import_files',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -58,23 +62,25 @@ def upgrade() -> None:
     sa.Column('chunks_committed', sa.Integer(), server_default='0', nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('run_id', sa.String(length=64), nullable=True),
-    sa.Column('started_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.Column('finished_at', sa.DateTime(), nullable=True),
+    sa.Column('started_at', Timestamp, server_default=now_default(), nullable=False),
+    sa.Column('finished_at', Timestamp, nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_import_files')),
-    sa.UniqueConstraint('content_hash', name=op.f('uq_import_files_content_hash'))
+    sa.UniqueConstraint('content_hash', name=op.f('uq_import_files_content_hash')),
+    **TABLE_OPTIONS,
     )
     op.create_table('import_staging',
     sa.Column('file_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('line_number', sa.BigInteger(), nullable=False),
     sa.Column('order_ref', sa.String(length=100), nullable=False),
-    sa.Column('order_date', sa.DateTime(), nullable=False),
+    sa.Column('order_date', Timestamp, nullable=False),
     sa.Column('customer_email', sa.String(length=320), nullable=True),
     sa.Column('customer_ref', sa.String(length=100), nullable=True),
     sa.Column('customer_name', sa.String(length=200), nullable=False),
     sa.Column('sku', sa.String(length=100), nullable=False),
     sa.Column('product_name', sa.String(length=300), nullable=False),
     sa.Column('quantity', sa.BigInteger(), nullable=False),
-    sa.Column('unit_price_cents', sa.BigInteger(), nullable=False)
+    sa.Column('unit_price_cents', sa.BigInteger(), nullable=False),
+    **TABLE_OPTIONS,
     )
     with op.batch_alter_table('import_staging', schema=None) as batch_op:
         batch_op.create_index('ix_import_staging_file_line', ['file_id', 'line_number'], unique=False)
@@ -90,14 +96,15 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=20), server_default='pending', nullable=False),
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('deliveries', sa.Integer(), server_default='1', nullable=False),
-    sa.Column('received_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.Column('available_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.Column('processed_at', sa.DateTime(), nullable=True),
+    sa.Column('received_at', Timestamp, server_default=now_default(), nullable=False),
+    sa.Column('available_at', Timestamp, server_default=now_default(), nullable=False),
+    sa.Column('processed_at', Timestamp, nullable=True),
     sa.Column('run_id', sa.String(length=64), nullable=True),
     sa.Column('claimed_by', sa.String(length=64), nullable=True),
-    sa.Column('claim_expires_at', sa.DateTime(), nullable=True),
+    sa.Column('claim_expires_at', Timestamp, nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payment_callbacks')),
-    sa.UniqueConstraint('event_id', name=op.f('uq_payment_callbacks_event_id'))
+    sa.UniqueConstraint('event_id', name=op.f('uq_payment_callbacks_event_id')),
+    **TABLE_OPTIONS,
     )
     with op.batch_alter_table('payment_callbacks', schema=None) as batch_op:
         batch_op.create_index('ix_payment_callbacks_status', ['status', 'available_at'], unique=False)
@@ -109,14 +116,15 @@ def upgrade() -> None:
     sa.Column('price_cents', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('stock', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('reserved', sa.BigInteger(), server_default='0', nullable=False),
-    sa.Column('created_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.Column('updated_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('created_at', Timestamp, server_default=now_default(), nullable=False),
+    sa.Column('updated_at', Timestamp, server_default=now_default(), nullable=False),
     sa.CheckConstraint('price_cents >= 0', name=op.f('ck_products_price_non_negative')),
     sa.CheckConstraint('reserved <= stock', name=op.f('ck_products_reserved_within_stock')),
     sa.CheckConstraint('reserved >= 0', name=op.f('ck_products_reserved_non_negative')),
     sa.CheckConstraint('stock >= 0', name=op.f('ck_products_stock_non_negative')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_products')),
-    sa.UniqueConstraint('sku', name=op.f('uq_products_sku'))
+    sa.UniqueConstraint('sku', name=op.f('uq_products_sku')),
+    **TABLE_OPTIONS,
     )
     op.create_table('import_rejects',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -124,9 +132,10 @@ def upgrade() -> None:
     sa.Column('line_number', sa.BigInteger(), nullable=False),
     sa.Column('raw_text', sa.Text(), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('created_at', Timestamp, server_default=now_default(), nullable=False),
     sa.ForeignKeyConstraint(['file_id'], ['import_files.id'], name=op.f('fk_import_rejects_file_id_import_files'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_import_rejects'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_import_rejects')),
+    **TABLE_OPTIONS,
     )
     with op.batch_alter_table('import_rejects', schema=None) as batch_op:
         batch_op.create_index('ix_import_rejects_file_line', ['file_id', 'line_number'], unique=False)
@@ -135,24 +144,25 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('order_ref', sa.String(length=100), nullable=False),
     sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('order_date', sa.DateTime(), nullable=False),
+    sa.Column('order_date', Timestamp, nullable=False),
     sa.Column('status', sa.String(length=30), server_default='created', nullable=False),
     sa.Column('status_reason', sa.Text(), nullable=True),
-    sa.Column('status_changed_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('status_changed_at', Timestamp, server_default=now_default(), nullable=False),
     sa.Column('total_cents', sa.BigInteger(), nullable=False),
     sa.Column('payment_ref', sa.String(length=64), nullable=True),
     sa.Column('refund_state', sa.String(length=30), nullable=True),
     sa.Column('import_file_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('claimed_by', sa.String(length=64), nullable=True),
-    sa.Column('claim_expires_at', sa.DateTime(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.Column('updated_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('claim_expires_at', Timestamp, nullable=True),
+    sa.Column('created_at', Timestamp, server_default=now_default(), nullable=False),
+    sa.Column('updated_at', Timestamp, server_default=now_default(), nullable=False),
     sa.CheckConstraint('total_cents >= 0', name=op.f('ck_orders_total_non_negative')),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_orders_customer_id_customers')),
     sa.ForeignKeyConstraint(['import_file_id'], ['import_files.id'], name=op.f('fk_orders_import_file_id_import_files')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_orders')),
     sa.UniqueConstraint('order_ref', name=op.f('uq_orders_order_ref')),
-    sa.UniqueConstraint('payment_ref', name=op.f('uq_orders_payment_ref'))
+    sa.UniqueConstraint('payment_ref', name=op.f('uq_orders_payment_ref')),
+    **TABLE_OPTIONS,
     )
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.create_index('ix_orders_customer_id', ['customer_id'], unique=False)
@@ -166,9 +176,10 @@ def upgrade() -> None:
     sa.Column('to_status', sa.String(length=30), nullable=False),
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('run_id', sa.String(length=64), nullable=True),
-    sa.Column('created_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('created_at', Timestamp, server_default=now_default(), nullable=False),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_order_events_order_id_orders'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_order_events'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_order_events')),
+    **TABLE_OPTIONS,
     )
     with op.batch_alter_table('order_events', schema=None) as batch_op:
         batch_op.create_index('ix_order_events_order_id', ['order_id'], unique=False)
@@ -186,7 +197,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_order_lines_order_id_orders'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_order_lines_product_id_products')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_order_lines')),
-    sa.UniqueConstraint('order_id', 'line_no', name=op.f('uq_order_lines_order_id_line_no'))
+    sa.UniqueConstraint('order_id', 'line_no', name=op.f('uq_order_lines_order_id_line_no')),
+    **TABLE_OPTIONS,
     )
     with op.batch_alter_table('order_lines', schema=None) as batch_op:
         batch_op.create_index('ix_order_lines_product_id', ['product_id'], unique=False)
@@ -201,15 +213,16 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('next_attempt_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.Column('requested_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.Column('processed_at', sa.DateTime(), nullable=True),
+    sa.Column('next_attempt_at', Timestamp, server_default=now_default(), nullable=False),
+    sa.Column('requested_at', Timestamp, server_default=now_default(), nullable=False),
+    sa.Column('processed_at', Timestamp, nullable=True),
     sa.Column('claimed_by', sa.String(length=64), nullable=True),
-    sa.Column('claim_expires_at', sa.DateTime(), nullable=True),
+    sa.Column('claim_expires_at', Timestamp, nullable=True),
     sa.CheckConstraint('amount_cents >= 0', name=op.f('ck_refunds_amount_non_negative')),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_refunds_order_id_orders')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_refunds')),
-    sa.UniqueConstraint('reference', name=op.f('uq_refunds_reference'))
+    sa.UniqueConstraint('reference', name=op.f('uq_refunds_reference')),
+    **TABLE_OPTIONS,
     )
     with op.batch_alter_table('refunds', schema=None) as batch_op:
         batch_op.create_index('ix_refunds_order_id', ['order_id'], unique=False)
@@ -231,17 +244,18 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=20), server_default='pending', nullable=False),
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('next_attempt_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.Column('sent_at', sa.DateTime(), nullable=True),
+    sa.Column('next_attempt_at', Timestamp, server_default=now_default(), nullable=False),
+    sa.Column('sent_at', Timestamp, nullable=True),
     sa.Column('dedup_key', sa.String(length=200), nullable=False),
     sa.Column('claimed_by', sa.String(length=64), nullable=True),
-    sa.Column('claim_expires_at', sa.DateTime(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('claim_expires_at', Timestamp, nullable=True),
+    sa.Column('created_at', Timestamp, server_default=now_default(), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_notifications_customer_id_customers')),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_notifications_order_id_orders')),
     sa.ForeignKeyConstraint(['refund_id'], ['refunds.id'], name=op.f('fk_notifications_refund_id_refunds')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_notifications')),
-    sa.UniqueConstraint('dedup_key', name=op.f('uq_notifications_dedup_key'))
+    sa.UniqueConstraint('dedup_key', name=op.f('uq_notifications_dedup_key')),
+    **TABLE_OPTIONS,
     )
     with op.batch_alter_table('notifications', schema=None) as batch_op:
         batch_op.create_index('ix_notifications_sent_at', ['sent_at'], unique=False)
@@ -254,9 +268,10 @@ def upgrade() -> None:
     sa.Column('to_status', sa.String(length=20), nullable=False),
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('run_id', sa.String(length=64), nullable=True),
-    sa.Column('created_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('created_at', Timestamp, server_default=now_default(), nullable=False),
     sa.ForeignKeyConstraint(['refund_id'], ['refunds.id'], name=op.f('fk_refund_events_refund_id_refunds'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_refund_events'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_refund_events')),
+    **TABLE_OPTIONS,
     )
     with op.batch_alter_table('refund_events', schema=None) as batch_op:
         batch_op.create_index('ix_refund_events_refund_id', ['refund_id'], unique=False)
