@@ -31,8 +31,6 @@ MARIADB_ADMIN_URL = os.environ.get("ORDERSYS_TEST_MARIADB_URL", "mysql+pymysql:/
 REDIS_URL = os.environ.get("ORDERSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 SESSION_ID = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
-# The MariaDB server is shared with other projects' tests: our databases carry this tag.
-MARIADB_TAG = "mdb1"
 
 BACKENDS = ("pg", "sqlite", "mariadb")
 LOCKING_BACKENDS = ("pg", "mariadb")
@@ -96,7 +94,7 @@ def sqlite_database_url(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def mariadb_database_url() -> Iterator[str]:
-    name = f"ordersys_test_{MARIADB_TAG}_{SESSION_ID}"
+    name = f"ordersys_test_{SESSION_ID}"
     admin = create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
