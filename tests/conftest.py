@@ -12,6 +12,7 @@ fixture (`pg_url`, `sqlite_url`, `mariadb_url`) run only when it is chosen. Conc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -70,19 +71,29 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
+@contextlib.contextmanager
+def scratch_database(admin_url: str, create: str, drop: str) -> Iterator[str]:
+    """A migrated database of this session's own on the server of `admin_url`, dropped after."""
+    name = f"ordersys_test_{SESSION_ID}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(create.format(name=name)))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        get_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(drop.format(name=name)))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def pg_database_url() -> Iterator[str]:
-    name = f"ordersys_test_{SESSION_ID}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    migrate.upgrade(url)
-    yield url
-    get_engine(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database(PG_ADMIN_URL, 'CREATE DATABASE "{name}"',
+                          'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)') as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -94,17 +105,10 @@ def sqlite_database_url(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def mariadb_database_url() -> Iterator[str]:
-    name = f"ordersys_test_{SESSION_ID}"
-    admin = create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-    url = make_url(MARIADB_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    migrate.upgrade(url)
-    yield url
-    get_engine(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    admin.dispose()
+    # A binary collation: keys compare case-sensitively, as on PostgreSQL.
+    with scratch_database(MARIADB_ADMIN_URL, "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+                          "DROP DATABASE IF EXISTS `{name}`") as url:
+        yield url
 
 
 def empty_tables(url: str) -> None:
