@@ -8,7 +8,14 @@ import dagster as dg
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.domain.payments.settlement import expire_overdue, settle_batch
 from ordersys_pipelines.executors import op_job_executor
-from ordersys_pipelines.jobs.common import BatchConfig, batch_size, counts_table, rate_metadata, summary_text
+from ordersys_pipelines.jobs.common import (
+    BatchConfig,
+    batch_claim,
+    batch_size,
+    counts_table,
+    rate_metadata,
+    summary_text,
+)
 from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResource, WorkflowSettingsResource
 
 STAGE_TAGS = {"ordersys/stage": "settlement"}
@@ -28,10 +35,7 @@ def apply_callbacks(
     result = settle_batch(
         database.engine,
         config=gateway.config,
-        batch_size=batch_size(config, workflow.batch_size),
-        claimant=context.run_id,
-        lease_seconds=workflow.claim_lease_seconds,
-        run_id=context.run_id,
+        **batch_claim(context, config, workflow.batch_size, workflow.claim_lease_seconds),
     )
     seconds = time.perf_counter() - started
     context.add_output_metadata({

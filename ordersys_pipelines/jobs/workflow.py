@@ -11,7 +11,13 @@ import dagster as dg
 from ordersys_pipelines.domain.orders.reservation import reserve_batch
 from ordersys_pipelines.domain.payments.initiation import initiate_batch
 from ordersys_pipelines.executors import op_job_executor
-from ordersys_pipelines.jobs.common import BatchConfig, batch_size, counts_table, rate_metadata, summary_text
+from ordersys_pipelines.jobs.common import (
+    BatchConfig,
+    batch_claim,
+    counts_table,
+    rate_metadata,
+    summary_text,
+)
 from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResource, WorkflowSettingsResource
 
 STAGE_TAGS = {"ordersys/stage": "workflow"}
@@ -26,10 +32,7 @@ def reserve_stock(
     started = time.perf_counter()
     result = reserve_batch(
         database.engine,
-        batch_size=batch_size(config, workflow.batch_size),
-        claimant=context.run_id,
-        lease_seconds=workflow.claim_lease_seconds,
-        run_id=context.run_id,
+        **batch_claim(context, config, workflow.batch_size, workflow.claim_lease_seconds),
     )
     seconds = time.perf_counter() - started
     context.add_output_metadata({
@@ -57,10 +60,7 @@ def initiate_payments(
     result = initiate_batch(
         database.engine,
         config=gateway.config,
-        batch_size=batch_size(config, workflow.batch_size),
-        claimant=context.run_id,
-        lease_seconds=workflow.claim_lease_seconds,
-        run_id=context.run_id,
+        **batch_claim(context, config, workflow.batch_size, workflow.claim_lease_seconds),
     )
     seconds = time.perf_counter() - started
     context.add_output_metadata({
