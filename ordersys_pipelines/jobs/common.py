@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ordersys_pipelines.resources.workflow import WorkflowSettingsResource
+
 
 class BatchConfig(dg.Config):
     """How much one run takes on; unset means ORDERSYS_BATCH_SIZE (the `workflow` resource)."""
@@ -20,12 +22,11 @@ def batch_size(config: BatchConfig, default: int) -> int:
     return config.batch_size if config.batch_size and config.batch_size > 0 else default
 
 
-def batch_claim(context: dg.OpExecutionContext, config: BatchConfig, batch_size_default: int,
-                lease_seconds: int) -> dict:
+def batch_claim(context: dg.OpExecutionContext, config: BatchConfig, workflow: WorkflowSettingsResource) -> dict:
     """How a batch op claims its work: the batch size, and the run id as claimant and as the
     events' run id, so a retried attempt of the same run finds the claims it left."""
-    return {"batch_size": batch_size(config, batch_size_default), "claimant": context.run_id,
-            "lease_seconds": lease_seconds, "run_id": context.run_id}
+    return {"batch_size": batch_size(config, workflow.batch_size), "claimant": context.run_id,
+            "lease_seconds": workflow.claim_lease_seconds, "run_id": context.run_id}
 
 
 def rate_metadata(count: int, seconds: float, unit: str) -> dict:

@@ -35,7 +35,7 @@ def apply_callbacks(
     result = settle_batch(
         database.engine,
         config=gateway.config,
-        **batch_claim(context, config, workflow.batch_size, workflow.claim_lease_seconds),
+        **batch_claim(context, config, workflow),
     )
     seconds = time.perf_counter() - started
     context.add_output_metadata({

@@ -32,7 +32,7 @@ def reserve_stock(
     started = time.perf_counter()
     result = reserve_batch(
         database.engine,
-        **batch_claim(context, config, workflow.batch_size, workflow.claim_lease_seconds),
+        **batch_claim(context, config, workflow),
     )
     seconds = time.perf_counter() - started
     context.add_output_metadata({
@@ -60,7 +60,7 @@ def initiate_payments(
     result = initiate_batch(
         database.engine,
         config=gateway.config,
-        **batch_claim(context, config, workflow.batch_size, workflow.claim_lease_seconds),
+        **batch_claim(context, config, workflow),
     )
     seconds = time.perf_counter() - started
     context.add_output_metadata({

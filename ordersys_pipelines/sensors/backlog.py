@@ -38,3 +38,9 @@ def parallel_runs(pending: int, per_run: int, parallelism: int) -> int:
 def share(total: int, parts: int) -> int:
     """Each of `parts` runs' share of `total` batches (rounded up, so none is left over)."""
     return math.ceil(total / max(parts, 1))
+
+
+def batch_run_requests(run_key: str, runs: int, **request) -> list[dg.RunRequest]:
+    """`runs` identical batch runs: the first under `run_key`, the others under `run_key:i`, so
+    a tick with one batch keeps the key it always had."""
+    return [dg.RunRequest(run_key=run_key if i == 0 else f"{run_key}:{i}", **request) for i in range(runs)]

@@ -18,7 +18,7 @@ from ordersys_pipelines.domain.notifications.dispatch import due_summary
 from ordersys_pipelines.jobs.notifications import dispatch_notifications, notification_dispatch
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.notifier import NotifierResource
-from ordersys_pipelines.sensors.backlog import parallel_runs, run_in_flight, share
+from ordersys_pipelines.sensors.backlog import batch_run_requests, parallel_runs, run_in_flight, share
 from ordersys_pipelines.settings import get_settings
 
 MAX_BATCHES_PER_RUN = 50
@@ -57,15 +57,12 @@ def notification_dispatch_sensor(
     batches = math.ceil(count / notifier.batch_size)
     runs = parallel_runs(batches, 1, get_settings().parallel_runs)
     per_run = min(share(batches, runs), MAX_BATCHES_PER_RUN)
-    requests = [
-        dg.RunRequest(
-            run_key=run_key if i == 0 else f"{run_key}:{i}",
-            run_config={"ops": {dispatch_notifications.name: {"config": {
-                "batch_size": notifier.batch_size, "max_batches": per_run}}}},
-            tags={"ordersys/due": str(count)},
-        )
-        for i in range(runs)
-    ]
+    requests = batch_run_requests(
+        run_key, runs,
+        run_config={"ops": {dispatch_notifications.name: {"config": {
+            "batch_size": notifier.batch_size, "max_batches": per_run}}}},
+        tags={"ordersys/due": str(count)},
+    )
     cursor = {"fingerprint": fingerprint, "requested_at": now, "repeat": repeat, "run_key": run_key,
               "max_id": max_id}
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))

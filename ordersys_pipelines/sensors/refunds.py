@@ -14,7 +14,7 @@ from ordersys_pipelines.jobs.refunds import (
     refund_request,
 )
 from ordersys_pipelines.resources.database import DatabaseResource
-from ordersys_pipelines.sensors.backlog import parallel_runs
+from ordersys_pipelines.sensors.backlog import batch_run_requests, parallel_runs
 from ordersys_pipelines.settings import get_settings
 
 
@@ -45,14 +45,11 @@ def refund_processing_sensor(context: dg.SensorEvaluationContext, database: Data
     run_key = f"refunds:{work.watermark}:{int(now // lease)}"
     # A large backlog is split into batch runs; each claims its own refunds.
     runs = parallel_runs(work.due, settings.batch_size, settings.parallel_runs)
-    requests = [
-        dg.RunRequest(
-            run_key=run_key if i == 0 else f"{run_key}:{i}",
-            run_config={"ops": {process_refund_batch.name: {"config": {"batch_size": settings.batch_size}}}},
-            tags={**STAGE_TAGS, "ordersys/due": str(work.due)},
-        )
-        for i in range(runs)
-    ]
+    requests = batch_run_requests(
+        run_key, runs,
+        run_config={"ops": {process_refund_batch.name: {"config": {"batch_size": settings.batch_size}}}},
+        tags={**STAGE_TAGS, "ordersys/due": str(work.due)},
+    )
     return dg.SensorResult(
         run_requests=requests, cursor=json.dumps({"watermark": work.watermark, "launched_at": now})
     )
