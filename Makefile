@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # loadgroup: the end-to-end tests (xdist_group "stack") share one worker and so one stack.
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: venv demo test lint ui up down workers workers-stop bench bench-import bench-workflow bench-analytics bench-notifications clean
+.PHONY: venv demo test lint check-defs ui up down workers workers-stop bench bench-import bench-workflow bench-analytics bench-notifications clean
 
 venv: $(STAMP)
 
@@ -22,7 +22,14 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check .
+	$(MAKE) check-defs
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# `dg check defs`: the code location loads, without warnings, on a throw-away instance.
+check-defs: venv
+	@home=$$(mktemp -d) && printf "telemetry:\n  enabled: false\n" > "$$home/dagster.yaml" && \
+	VIRTUAL_ENV="$(abspath $(VENV))" DAGSTER_HOME="$$home" $(BIN)/dg check defs; \
+	rc=$$?; rm -rf "$$home"; exit $$rc
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,28 +1,37 @@
-"""The one Definitions object: every area contributes its own `defs`, resources come from settings."""
+"""The code location: one Definitions, built when Dagster loads it.
+
+Settings are read then (not when a module is imported), resources are built from them with
+every credential as a `dg.EnvVar`, and each area (ordersys_pipelines/defs/) adds its assets,
+jobs, sensors and schedules. `build_defs()` is the same for the CLI and the tests.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from ordersys_pipelines import imports_defs, workflow_defs
-from ordersys_pipelines.assets import analytics
+from ordersys_pipelines.dagster_warnings import accepted_dagster_warnings
+from ordersys_pipelines.defs import AREAS
 from ordersys_pipelines.resources import build_resources
-from ordersys_pipelines.sensors import notifications as notifications_area
-from ordersys_pipelines.sensors import operations as operations_area
-from ordersys_pipelines.sensors import refunds as refunds_area
-from ordersys_pipelines.settings import get_settings
+from ordersys_pipelines.settings import Settings, get_settings
 
-defs = dg.Definitions.merge(
-    dg.Definitions(resources=build_resources(get_settings())),
-    imports_defs.defs,
-    workflow_defs.defs,
-    refunds_area.defs,
-    notifications_area.defs,
-    analytics.defs,
-    operations_area.defs,
-)
+
+def build_defs(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or get_settings()
+    with accepted_dagster_warnings():
+        merged = dg.Definitions.merge(
+            dg.Definitions(resources=build_resources(settings)),
+            *(area.build_defs(settings) for area in AREAS),
+        )
+        # Resolving binds resources to jobs and sensors: the warnings it may give are those above.
+        merged.get_repository_def()
+    return merged
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_defs()
 
 
 def job_by_name(name: str) -> dg.JobDefinition:
     """For re-executing a run in a fresh process (`ordersys runs reexecute`)."""
-    return defs.resolve_job_def(name)
+    return build_defs().resolve_job_def(name)

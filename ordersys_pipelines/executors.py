@@ -17,7 +17,8 @@ id: a transaction the first attempt had open was rolled back, and the payment in
 the reserved orders its run holds first, so nothing waits for a lease (docs/celery.md).
 
 Asset jobs (imports, catalog, analytics) keep Dagster's default executor: imports read their
-files from the inbox on the run's machine.
+files from the inbox on the run's machine. The executor is chosen when the Definitions are built
+(`with_op_executor`), from the settings read then.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import warnings
 
 import dagster as dg
 
-from ordersys_pipelines.settings import Settings, get_settings
+from ordersys_pipelines.settings import Settings
 
 
 def celery_config(settings: Settings) -> dict:
@@ -49,9 +50,8 @@ def celery_config(settings: Settings) -> dict:
     }
 
 
-def op_job_executor(settings: Settings | None = None) -> dg.ExecutorDefinition | None:
+def op_job_executor(settings: Settings) -> dg.ExecutorDefinition | None:
     """The op jobs' executor; None leaves Dagster's default."""
-    settings = settings or get_settings()
     if settings.executor == "celery":
         from celery.exceptions import DuplicateTaskNameWarning
         from dagster_celery import celery_executor
@@ -62,3 +62,9 @@ def op_job_executor(settings: Settings | None = None) -> dg.ExecutorDefinition |
                                 DuplicateTaskNameWarning, r"dagster_celery\.executor")
         return celery_executor.configured(celery_config(settings))
     return None
+
+
+def with_op_executor(job: dg.JobDefinition, settings: Settings) -> dg.JobDefinition:
+    """The op job as the Definitions hold it: on ORDERSYS_EXECUTOR's executor."""
+    executor = op_job_executor(settings)
+    return job.with_executor_def(executor) if executor else job

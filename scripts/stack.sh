@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make up` / `make down`: the hands-free stack (dagster dev = webserver + daemon) on 127.0.0.1.
+# `make up` / `make down`: the hands-free stack (`dg dev` = webserver + daemon) on 127.0.0.1.
 #
 # The instance lives in $DAGSTER_HOME (default .dagster_home). With DAGSTER_PG_URL set it is the
 # production instance of ./dagster.yaml (PostgreSQL storage); otherwise a local SQLite instance
@@ -42,15 +42,14 @@ up() {
     export ORDERSYS_REDIS_URL
   fi
   "$bin/ordersys" db upgrade
-  # `dagster dev` announces that `dg dev` supersedes it; it is still the documented way to run
-  # webserver and daemon from a workspace.yaml, so exactly that notice is silenced.
-  export PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded"
-  # Started from $home so the instance's own dagster.yaml is the only one in sight.
+  # `dg dev` runs in the project (pyproject.toml's [tool.dg] names the code location) on this
+  # virtual environment; the instance is $DAGSTER_HOME's dagster.yaml.
+  export VIRTUAL_ENV="$root/${VENV:-.venv}"
   # Its own session, so `down` can stop webserver, daemon and code servers as one group.
   # The redirections apply to the whole background subshell: no process left behind may hold
   # this script's stdout/stderr, or a caller reading them (CI, a test) waits for ever.
-  (cd "$home" && exec setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$pidfile" \
-      "$bin/dagster" dev -w "$root/workspace.yaml" -h 127.0.0.1 -p "$port") \
+  (cd "$root" && exec setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$pidfile" \
+      "$bin/dg" dev --host 127.0.0.1 --port "$port") \
       > "$home/dagster-dev.log" 2>&1 < /dev/null &
   sleep 0.5
   for _ in $(seq 1 120); do
@@ -67,7 +66,7 @@ up() {
 down() {
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     pid=$(cat "$pidfile")
-    # SIGINT is what `dagster dev` handles as a clean shutdown of its children.
+    # SIGINT is what `dg dev` handles as a clean shutdown of its children.
     kill -INT -- "-$pid" 2>/dev/null || true
     for _ in $(seq 1 30); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 1; done
     kill -KILL -- "-$pid" 2>/dev/null || true

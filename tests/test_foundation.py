@@ -104,6 +104,8 @@ def test_unconfigured_redis_falls_back_to_an_embedded_server(tmp_path):
 
 
 def test_definitions_load():
-    from ordersys_pipelines.definitions import defs
+    from ordersys_pipelines.definitions import build_defs
+
+    defs = build_defs()
 
     assert defs.resolve_all_job_defs() is not None

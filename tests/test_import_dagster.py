@@ -151,7 +151,7 @@ def test_the_sensor_does_not_request_content_already_imported(settings, instance
 
 
 def test_definitions_load_without_warnings():
-    code = "from ordersys_pipelines.definitions import defs; defs.resolve_all_job_defs(); defs.resolve_sensor_def('inbox_sensor')"
+    code = "from ordersys_pipelines.definitions import build_defs; defs = build_defs(); defs.resolve_all_job_defs(); defs.resolve_sensor_def('inbox_sensor')"
     completed = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True,
                                env={**os.environ, "DAGSTER_HOME": ""})
     assert completed.returncode == 0, completed.stderr[-2000:]

@@ -12,9 +12,6 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from ordersys_pipelines.resources import build_resources
-from ordersys_pipelines.settings import Settings
-
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("ORDERSYS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -38,7 +35,7 @@ def instance_database(monkeypatch):
 def test_production_instance_stores_runs_in_postgres(tmp_path, instance_database, pg_url, monkeypatch):
     monkeypatch.setenv("ORDERSYS_DATABASE_URL", pg_url)
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
-    from ordersys_pipelines.definitions import defs
+    from ordersys_pipelines.definitions import build_defs
 
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
@@ -47,9 +44,9 @@ def test_production_instance_stores_runs_in_postgres(tmp_path, instance_database
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert {"key": "ordersys/stage", "value": "workflow", "limit": 4} in limits
 
-        # Resources from this test's settings (the module-level defs may predate them).
-        resources = build_resources(Settings.from_env())
-        result = defs.resolve_job_def("order_workflow").execute_in_process(instance=instance, resources=resources)
+        # The Definitions are built now, from this test's settings.
+        job = build_defs().resolve_job_def("order_workflow")
+        result = job.execute_in_process(instance=instance)
         assert result.success
         stored = instance.get_run_by_id(result.run_id)
         assert stored is not None and stored.status == dg.DagsterRunStatus.SUCCESS

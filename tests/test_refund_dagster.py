@@ -16,7 +16,8 @@ from ordersys_pipelines.db.schema import refund_events, refunds
 from ordersys_pipelines.domain.refunds.requests import request_refund
 from ordersys_pipelines.jobs.refunds import refund_processing, refund_request
 from ordersys_pipelines.resources import DatabaseResource, build_resources
-from ordersys_pipelines.sensors.refunds import refund_processing_sensor
+from ordersys_pipelines.sensors.refunds import build_refund_processing_sensor
+from ordersys_pipelines.settings import Settings
 
 
 @pytest.fixture
@@ -112,9 +113,10 @@ def test_refund_request_job_fails_with_the_reason(settings, run_resources, confi
     assert [r.status for r in refund_rows(engine)] == (["rejected"] if recorded else [])
 
 
-def _tick(db_url, cursor=None):
-    context = dg.build_sensor_context(cursor=cursor, resources={"database": DatabaseResource(url=db_url)})
-    return refund_processing_sensor(context), context
+def _tick(db_url, cursor=None, instance=None):
+    context = dg.build_sensor_context(instance=instance or dg.DagsterInstance.ephemeral(), cursor=cursor,
+                                      resources={"database": DatabaseResource(url=db_url)})
+    return build_refund_processing_sensor(Settings.from_env(), refund_processing)(context), context
 
 
 def test_sensor_launches_once_per_state_of_due_work(settings, db_url, run_resources):
@@ -178,8 +180,9 @@ def test_sensor_relaunches_for_claims_of_a_stopped_run_once_they_lapse(db_url):
 
 
 def test_definitions_expose_the_refund_jobs_and_a_running_sensor():
-    from ordersys_pipelines.definitions import defs
+    from ordersys_pipelines.definitions import build_defs
 
+    defs = build_defs()
     assert defs.resolve_job_def("refund_processing").tags["ordersys/stage"] == "refunds"
     assert defs.resolve_job_def("refund_request").tags["ordersys/stage"] == "refunds"
     sensor = defs.resolve_sensor_def("refund_processing_sensor")

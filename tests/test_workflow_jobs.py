@@ -17,11 +17,11 @@ from ordersys_pipelines.jobs.refunds import refund_processing, refund_request
 from ordersys_pipelines.jobs.settlement import payment_settlement
 from ordersys_pipelines.jobs.workflow import order_workflow
 from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResource, WorkflowSettingsResource
-from ordersys_pipelines.sensors.workflow import (
-    order_workflow_sensor,
-    payment_settlement_sensor,
-    workflow_after_import_sensor,
-)
+from ordersys_pipelines.sensors.workflow import build_workflow_sensors
+from ordersys_pipelines.settings import Settings
+
+order_workflow_sensor, payment_settlement_sensor, workflow_after_import_sensor = build_workflow_sensors(
+    Settings(), order_workflow, payment_settlement)
 
 
 def _resources(url: str, **gateway) -> dict:
@@ -255,9 +255,9 @@ def test_conservation_after_processing_everything(db_url, engine):
 
 
 def test_definitions_carry_the_workflow_jobs_sensors_and_resources():
-    from ordersys_pipelines.definitions import defs
+    from ordersys_pipelines.definitions import build_defs
 
-    repository = defs.get_repository_def()
+    repository = build_defs().get_repository_def()
     assert {"order_workflow", "payment_settlement"} <= {job.name for job in repository.get_all_jobs()}
     assert {"order_workflow_sensor", "payment_settlement_sensor", "workflow_after_import_sensor"} <= {
         sensor.name for sensor in repository.sensor_defs}

@@ -14,7 +14,7 @@ from ordersys_pipelines.resources import PaymentGatewayResource
 
 
 def _gateway_config(settings):
-    return runtime.resources(settings)["gateway"].config
+    return runtime.resource(settings, "gateway").config
 
 
 @click.group()
@@ -62,6 +62,6 @@ def serve(host: str, port: int) -> None:
     from ordersys_pipelines.webhook.app import create_app
 
     settings = runtime.load_settings()
-    gateway: PaymentGatewayResource = runtime.resources(settings)["gateway"]
+    gateway: PaymentGatewayResource = runtime.resource(settings, "gateway")
     click.echo(f"payment callbacks: POST http://{host}:{port}/payments/callback")
     uvicorn.run(create_app(get_engine(settings.database_url), gateway.config), host=host, port=port, log_level="info")

@@ -36,4 +36,10 @@ def instance() -> dg.DagsterInstance:
 
 
 def resources(settings: Settings) -> dict:
+    """For runs (Dagster resolves their `EnvVar` secrets when the run starts)."""
     return build_resources(settings)
+
+
+def resource(settings: Settings, name: str) -> dg.ConfigurableResource:
+    """One resource for use outside a run, its `EnvVar` secrets resolved."""
+    return build_resources(settings)[name].process_config_and_initialize()

@@ -69,7 +69,9 @@ def _backlog_table(backlog) -> Table:
 
 
 def _job_names() -> list[str]:
-    from ordersys_pipelines.definitions import defs
+    from ordersys_pipelines.definitions import build_defs
+
+    defs = build_defs()
 
     return sorted(job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__"))
 

@@ -3,7 +3,6 @@
 import dagster as dg
 
 from ordersys_pipelines.domain.notifications.dispatch import dispatch_pending
-from ordersys_pipelines.executors import op_job_executor
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.notifier import NotifierResource
 
@@ -51,7 +50,6 @@ def dispatch_notifications(
     description="Send pending customer notifications through the configured channels, with retries "
     "and exponential backoff; started by `notification_dispatch_sensor` when some are due.",
     tags=STAGE_TAGS,
-    executor_def=op_job_executor(),
 )
 def notification_dispatch():
     dispatch_notifications()

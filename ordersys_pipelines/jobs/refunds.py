@@ -9,7 +9,6 @@ from ordersys_pipelines.domain.money import plain
 from ordersys_pipelines.domain.refunds.amounts import AmountError, parse_amount
 from ordersys_pipelines.domain.refunds.processing import RefundPolicy, process_batch
 from ordersys_pipelines.domain.refunds.requests import RefundError, RefundRefused, request_refund
-from ordersys_pipelines.executors import op_job_executor
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.payment_gateway import PaymentGatewayResource
 from ordersys_pipelines.settings import get_settings
@@ -57,7 +56,6 @@ def process_refund_batch(
     description="One batch of due refunds through the payment gateway (started by "
     "refund_processing_sensor, or `ordersys refunds process`).",
     tags=STAGE_TAGS,
-    executor_def=op_job_executor(),
 )
 def refund_processing() -> None:
     process_refund_batch()
@@ -121,7 +119,6 @@ def request_refund_op(context: dg.OpExecutionContext, config: RefundRequestConfi
     description="Request a refund (Launchpad: order_ref, reference, amount or full, reason). Refused "
     "requests are recorded as rejected and fail the run with the reason.",
     tags=STAGE_TAGS,
-    executor_def=op_job_executor(),
 )
 def refund_request() -> None:
     request_refund_op()

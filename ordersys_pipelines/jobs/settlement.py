@@ -7,7 +7,6 @@ import dagster as dg
 
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.domain.payments.settlement import expire_overdue, settle_batch
-from ordersys_pipelines.executors import op_job_executor
 from ordersys_pipelines.jobs.common import (
     BatchConfig,
     batch_claim,
@@ -79,7 +78,6 @@ def expire_overdue_payments(
     name="payment_settlement",
     description="Apply payment callbacks (finalize or roll back) and expire overdue payments.",
     tags=STAGE_TAGS,
-    executor_def=op_job_executor(),
 )
 def payment_settlement() -> None:
     expire_overdue_payments(after_callbacks=apply_callbacks())

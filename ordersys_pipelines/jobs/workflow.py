@@ -10,7 +10,6 @@ import dagster as dg
 
 from ordersys_pipelines.domain.orders.reservation import reserve_batch
 from ordersys_pipelines.domain.payments.initiation import initiate_batch
-from ordersys_pipelines.executors import op_job_executor
 from ordersys_pipelines.jobs.common import (
     BatchConfig,
     batch_claim,
@@ -75,7 +74,6 @@ def initiate_payments(
     name="order_workflow",
     description="Reserve stock for created orders (FIFO, all-or-nothing) and send them to the payment gateway.",
     tags=STAGE_TAGS,
-    executor_def=op_job_executor(),
 )
 def order_workflow() -> None:
     initiate_payments(after_reservation=reserve_stock())

@@ -7,6 +7,7 @@ from ordersys_pipelines.resources.imports import ImportsResource
 from ordersys_pipelines.resources.notifier import NotifierResource
 from ordersys_pipelines.resources.payment_gateway import PaymentGatewayResource
 from ordersys_pipelines.resources.redis import RedisResource
+from ordersys_pipelines.resources.secrets import secret
 from ordersys_pipelines.resources.workflow import WorkflowSettingsResource
 from ordersys_pipelines.settings import Settings
 
@@ -23,7 +24,7 @@ def build_resources(settings: Settings) -> dict:
         ),
         "redis": RedisResource(url=settings.effective_redis_url, key_prefix=settings.redis_key_prefix),
         "gateway": PaymentGatewayResource(
-            secret=settings.gateway_secret,
+            secret=secret("ORDERSYS_GATEWAY_SECRET", settings.gateway_secret),
             approval_rate=settings.gateway_approval_rate,
             callback_delay_seconds=settings.gateway_callback_delay_seconds,
             duplicate_rate=settings.gateway_duplicate_rate,
@@ -49,4 +50,5 @@ __all__ = [
     "RedisResource",
     "WorkflowSettingsResource",
     "build_resources",
+    "secret",
 ]

@@ -6,6 +6,7 @@ import dagster as dg
 
 from ordersys_pipelines.domain.notifications.config import NotifierConfig
 from ordersys_pipelines.domain.notifications.operator import notify_operator
+from ordersys_pipelines.resources.secrets import secret
 from ordersys_pipelines.settings import Settings
 
 
@@ -34,7 +35,13 @@ class NotifierResource(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NotifierResource:
-        return cls(**NotifierConfig.from_settings(settings).__dict__)
+        values = NotifierConfig.from_settings(settings).__dict__
+        return cls(**{
+            **values,
+            "smtp_username": secret("ORDERSYS_SMTP_USERNAME", values["smtp_username"]),
+            "smtp_password": secret("ORDERSYS_SMTP_PASSWORD", values["smtp_password"]),
+            "webhook_secret": secret("ORDERSYS_NOTIFY_WEBHOOK_SECRET", values["webhook_secret"]),
+        })
 
     @property
     def config(self) -> NotifierConfig:

@@ -45,5 +45,3 @@ def _root_cause(error) -> str:
         error = error.cause
     return error.message.strip()
 
-
-defs = dg.Definitions(sensors=[operator_alert_on_failure])

@@ -13,11 +13,9 @@ import dagster as dg
 
 from ordersys_pipelines.domain.orders import reservation
 from ordersys_pipelines.domain.payments import settlement
-from ordersys_pipelines.jobs.settlement import payment_settlement
-from ordersys_pipelines.jobs.workflow import order_workflow
 from ordersys_pipelines.resources import DatabaseResource, WorkflowSettingsResource
 from ordersys_pipelines.sensors.backlog import parallel_runs, run_in_flight
-from ordersys_pipelines.settings import get_settings
+from ordersys_pipelines.settings import Settings
 
 IMPORT_ASSET = dg.AssetKey("orders_csv")
 
@@ -43,50 +41,60 @@ def _requests(context: dg.SensorEvaluationContext, job_name: str, stage: str, pe
     )
 
 
-# Targeted by job name, not `target=job`: Dagster 1.13.27 rebuilds a sensor whose target job
-# object still needs resources and, doing so, emits a spurious BetaWarning about `owners`.
-@dg.sensor(
-    job_name=order_workflow.name,
-    minimum_interval_seconds=get_settings().sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Starts order_workflow runs while created orders (of completed imports) await reservation.",
-)
-def order_workflow_sensor(
-    context: dg.SensorEvaluationContext, database: DatabaseResource, workflow: WorkflowSettingsResource
-):
-    with database.engine.connect() as conn:
-        pending = reservation.pending(conn)
-    return _requests(context, order_workflow.name, "workflow", pending, workflow)
-
-
-@dg.sensor(
-    job_name=payment_settlement.name,
-    minimum_interval_seconds=get_settings().sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Starts payment_settlement runs while payment callbacks are due or payments are overdue.",
-)
-def payment_settlement_sensor(
-    context: dg.SensorEvaluationContext, database: DatabaseResource, workflow: WorkflowSettingsResource
-):
-    with database.engine.connect() as conn:
-        pending = settlement.pending(conn, workflow.payment_timeout_seconds)
-    return _requests(context, payment_settlement.name, "settlement", pending, workflow)
-
-
 def is_import_run(run: dg.DagsterRun) -> bool:
     """An orders import: tagged with the import stage, or materializing `orders_csv`."""
     return run.tags.get("ordersys/stage") == "import" or IMPORT_ASSET in (run.asset_selection or ())
 
 
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    request_job=order_workflow,
-    monitor_all_code_locations=False,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Starts order_workflow as soon as an orders import run succeeds.",
-)
-def workflow_after_import_sensor(context: dg.RunStatusSensorContext, workflow: WorkflowSettingsResource):
-    run = context.dagster_run
-    if not is_import_run(run):
-        return dg.SkipReason(f"run {run.run_id} ({run.job_name}) is not an orders import")
-    return dg.RunRequest(run_key=f"after-import:{run.run_id}", tags=run_tags("workflow", workflow.batch_size))
+def build_workflow_sensors(
+    settings: Settings,
+    order_workflow: dg.JobDefinition,
+    payment_settlement: dg.JobDefinition,
+) -> list[dg.SensorDefinition]:
+    """The area's sensors for the jobs as the Definitions hold them (with their executor)."""
+
+    @dg.sensor(
+        name="order_workflow_sensor",
+        target=order_workflow,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Starts order_workflow runs while created orders (of completed imports) await reservation.",
+    )
+    def order_workflow_sensor(
+        context: dg.SensorEvaluationContext, database: DatabaseResource, workflow: WorkflowSettingsResource
+    ):
+        with database.engine.connect() as conn:
+            pending = reservation.pending(conn)
+        return _requests(context, order_workflow.name, "workflow", pending, workflow)
+
+    @dg.sensor(
+        name="payment_settlement_sensor",
+        target=payment_settlement,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Starts payment_settlement runs while payment callbacks are due or payments are overdue.",
+    )
+    def payment_settlement_sensor(
+        context: dg.SensorEvaluationContext, database: DatabaseResource, workflow: WorkflowSettingsResource
+    ):
+        with database.engine.connect() as conn:
+            pending = settlement.pending(conn, workflow.payment_timeout_seconds)
+        return _requests(context, payment_settlement.name, "settlement", pending, workflow)
+
+    @dg.run_status_sensor(
+        name="workflow_after_import_sensor",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        # The whole location, not `monitored_jobs`: an import materialized from the asset graph
+        # runs as Dagster's implicit asset job; is_import_run recognises it by its selection.
+        monitor_all_code_locations=False,
+        request_job=order_workflow,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Starts order_workflow as soon as an orders import run succeeds.",
+    )
+    def workflow_after_import_sensor(context: dg.RunStatusSensorContext, workflow: WorkflowSettingsResource):
+        run = context.dagster_run
+        if not is_import_run(run):
+            return dg.SkipReason(f"run {run.run_id} ({run.job_name}) is not an orders import")
+        return dg.RunRequest(run_key=f"after-import:{run.run_id}", tags=run_tags("workflow", workflow.batch_size))
+
+    return [order_workflow_sensor, payment_settlement_sensor, workflow_after_import_sensor]

@@ -12,7 +12,10 @@ from sqlalchemy import update
 from ordersys_pipelines.db.schema import notifications
 from ordersys_pipelines.jobs.notifications import notification_dispatch
 from ordersys_pipelines.resources import DatabaseResource, NotifierResource
-from ordersys_pipelines.sensors.notifications import notification_dispatch_sensor
+from ordersys_pipelines.sensors.notifications import build_notification_dispatch_sensor
+from ordersys_pipelines.settings import Settings
+
+notification_dispatch_sensor = build_notification_dispatch_sensor(Settings(), notification_dispatch)
 
 
 @pytest.fixture
@@ -127,11 +130,9 @@ def test_the_definitions_carry_the_job_sensor_and_notifier_without_warnings(monk
     monkeypatch.setenv("ORDERSYS_NOTIFY_CHANNEL", "email")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        import importlib
+        from ordersys_pipelines.definitions import build_defs
 
-        import ordersys_pipelines.definitions as definitions
-
-        defs = importlib.reload(definitions).defs
+        defs = build_defs()
         repository = defs.get_repository_def()
     job = repository.get_job("notification_dispatch")
     assert job.tags["ordersys/stage"] == "notifications"
