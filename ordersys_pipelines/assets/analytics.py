@@ -32,6 +32,7 @@ from ordersys_pipelines.domain.analytics.leaderboard import (
 )
 from ordersys_pipelines.domain.analytics.redis_store import AnalyticsStore, RankedCustomer
 from ordersys_pipelines.domain.money import grouped
+from ordersys_pipelines.domain.tables import markdown_table
 from ordersys_pipelines.jobs.refunds import refund_processing
 from ordersys_pipelines.jobs.settlement import payment_settlement
 from ordersys_pipelines.jobs.workflow import order_workflow
@@ -95,22 +96,16 @@ def refresh_request(
     return dg.RunRequest(run_key=run_key, tags={**tags, **partition_range_tags(first, last)})
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _differences_md(differences: list[Difference]) -> dg.MetadataValue:
     rows = [[d.subject, d.field, d.database, d.redis] for d in differences[:_MAX_DIFFERENCES_SHOWN]]
-    return dg.MetadataValue.md(_md_table(["day", "field", "database", "redis"], rows))
+    return dg.MetadataValue.md(markdown_table(["day", "field", "database", "redis"], rows))
 
 
 def _top_md(top: list[RankedCustomer], currency: str) -> dg.MetadataValue:
     rows = [
         [str(c.rank), c.name, c.email or "", grouped(c.net_revenue_cents, currency)] for c in top
     ]
-    return dg.MetadataValue.md(_md_table(["rank", "customer", "email", "net revenue"], rows))
+    return dg.MetadataValue.md(markdown_table(["rank", "customer", "email", "net revenue"], rows, numeric=["rank", "net revenue"]))
 
 
 def _kpi_metadata(first: date, last: date, kpis: dict[date, DayKpis], currency: str) -> dict:

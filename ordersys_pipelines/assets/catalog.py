@@ -15,6 +15,7 @@ from pydantic import Field
 from ordersys_pipelines.domain.imports.catalog import CatalogResult, load_catalog
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 from ordersys_pipelines.domain.imports.files import FAILED, PROCESSED, move_aside
+from ordersys_pipelines.domain.tables import markdown_table
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.imports import ImportsResource
 
@@ -34,7 +35,7 @@ def _locate(path: str, imports: ImportsResource) -> Path:
 
 
 def catalog_metadata(result: CatalogResult, path: Path) -> dict:
-    rejects = "\n".join(f"| {r.line_number} | {r.reason} |" for r in result.rejects)
+    rejects = [(r.line_number, r.reason) for r in result.rejects]
     return {
         "file": str(path),
         "already_loaded": result.already_loaded,
@@ -44,7 +45,9 @@ def catalog_metadata(result: CatalogResult, path: Path) -> dict:
         "rejected": result.rejected,
         "seconds": round(result.seconds, 3),
         "rows_per_second": round(result.rows_read / result.seconds, 1) if result.seconds else 0.0,
-        "rejects": dg.MetadataValue.md(f"| line | reason |\n| ---: | --- |\n{rejects}" if rejects else "No rejected rows."),
+        "rejects": dg.MetadataValue.md(
+            markdown_table(["line", "reason"], rejects, numeric=["line"]) if rejects else "No rejected rows."
+        ),
     }
 
 

@@ -16,6 +16,7 @@ from pydantic import Field
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 from ordersys_pipelines.domain.imports.files import FAILED, PROCESSED, find_partition_file, move_aside
 from ordersys_pipelines.domain.imports.importer import ChunkProgress, ImportResult, import_order_file
+from ordersys_pipelines.domain.tables import markdown_table
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.imports import ImportsResource
 
@@ -60,16 +61,11 @@ def _locate(config: OrdersCsvConfig, key: str, imports: ImportsResource) -> Path
 def _rejects_table(result: ImportResult) -> str:
     if not result.sample_rejects:
         return "No rejected rows."
-    lines = ["| line | reason | row |", "| ---: | --- | --- |"]
-    for line, reason, raw in result.sample_rejects[:SAMPLE_ROWS]:
-        lines.append(f"| {line} | {_cell(reason)} | `{_cell(raw)[:120]}` |")
+    rows = [(line, reason, raw[:120]) for line, reason, raw in result.sample_rejects[:SAMPLE_ROWS]]
+    table = markdown_table(["line", "reason", "row"], rows, numeric=["line"])
     if result.rejected > SAMPLE_ROWS:
-        lines.append(f"\n{result.rejected - SAMPLE_ROWS} more in `import_rejects` (file_id {result.file_id}).")
-    return "\n".join(lines)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ").replace("`", "'")
+        table += f"\n\n{result.rejected - SAMPLE_ROWS} more in `import_rejects` (file_id {result.file_id})."
+    return table
 
 
 def import_metadata(result: ImportResult, path: Path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ordersys_pipelines.domain.tables import markdown_table
 from ordersys_pipelines.resources.workflow import WorkflowSettingsResource
 
 
@@ -39,8 +40,8 @@ def rate_metadata(count: int, seconds: float, unit: str) -> dict:
 def counts_table(counts: dict[str, int], label: str) -> dg.MetadataValue:
     if not counts:
         return dg.MetadataValue.md("none")
-    rows = "\n".join(f"| {reason} | {n} |" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return dg.MetadataValue.md(f"| {label} | count |\n| --- | ---: |\n{rows}")
+    rows = sorted(counts.items(), key=lambda kv: -kv[1])
+    return dg.MetadataValue.md(markdown_table([label, "count"], rows, numeric=["count"]))
 
 
 SUMMARY_KEY = "summary"

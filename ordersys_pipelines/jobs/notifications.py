@@ -3,6 +3,7 @@
 import dagster as dg
 
 from ordersys_pipelines.domain.notifications.dispatch import dispatch_pending
+from ordersys_pipelines.domain.tables import markdown_table
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.notifier import NotifierResource
 
@@ -29,7 +30,6 @@ def dispatch_notifications(
     )
     if result.failed:
         context.log.warning(f"{result.failed} notifications failed; e.g. {result.errors[:3]}")
-    errors = "\n".join(f"| {nid} | {outcome} | {error.replace('|', '/')[:200]} |" for nid, outcome, error in result.errors)
     metadata = {
         "claimed": result.claimed,
         "sent": result.sent,
@@ -41,8 +41,8 @@ def dispatch_notifications(
         "notifications_per_second": round(result.claimed / result.seconds, 1) if result.seconds else 0.0,
         "by_type_and_channel": dg.MetadataValue.md(result.markdown()),
     }
-    if errors:
-        metadata["errors"] = dg.MetadataValue.md("| id | outcome | error |\n| ---: | --- | --- |\n" + errors)
+    if result.errors:
+        metadata["errors"] = dg.MetadataValue.md(markdown_table(["id", "outcome", "error"], result.errors, numeric=["id"]))
     return dg.Output(None, metadata=metadata)
 
 

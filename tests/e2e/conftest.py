@@ -1,4 +1,4 @@
-"""The real stack (`scripts/stack.sh`: dagster dev = webserver + daemon) on a free port, with a
+"""The real stack (`scripts/stack.sh`: dg dev = webserver + daemon) on a free port, with a
 temporary DAGSTER_HOME, its own PostgreSQL database, inbox and Redis key prefix."""
 
 from __future__ import annotations

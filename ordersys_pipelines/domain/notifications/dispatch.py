@@ -46,6 +46,7 @@ from ordersys_pipelines.domain.notifications.context import (
     template_context,
 )
 from ordersys_pipelines.domain.notifications.templates import TemplateRenderError, render
+from ordersys_pipelines.domain.tables import markdown_table
 
 OUTCOMES = ("sent", "retried", "failed")
 FLUSH_EVERY = 50
@@ -99,10 +100,9 @@ class DispatchResult:
         return [(t, c, *(self.counts[(t, c, o)] for o in OUTCOMES)) for t, c in keys]
 
     def markdown(self) -> str:
-        lines = ["| type | channel | sent | retried | failed |", "| --- | --- | ---: | ---: | ---: |"]
-        lines += [f"| {t} | {c} | {s} | {r} | {f} |" for t, c, s, r, f in self.rows()]
-        lines.append(f"| **total** | | {self.sent} | {self.retried} | {self.failed} |")
-        return "\n".join(lines)
+        rows = [*self.rows(), ("**total**", "", self.sent, self.retried, self.failed)]
+        return markdown_table(["type", "channel", "sent", "retried", "failed"], rows,
+                              numeric=["sent", "retried", "failed"])
 
 
 @dataclass
