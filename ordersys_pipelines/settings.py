@@ -8,8 +8,11 @@ from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from ordersys_pipelines.domain.notifications.config import CHANNELS as NOTIFY_CHANNELS
+from ordersys_pipelines.domain.notifications.config import NotifierConfig
+from ordersys_pipelines.domain.payments.config import GatewayConfig
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-NOTIFY_CHANNELS = ("log", "email", "webhook")
 EXECUTORS = ("multiprocess", "celery")
 DEFAULT_CELERY_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 
@@ -84,29 +87,29 @@ class Settings:
     payment_timeout_seconds: int = 900
     claim_lease_seconds: int = 300
     gateway_secret: str = "ordersys-dev-secret"
-    gateway_approval_rate: float = 0.97
-    gateway_refund_failure_rate: float = 0.05
-    gateway_duplicate_rate: float = 0.05
-    gateway_callback_delay_seconds: float = 0.0
+    gateway_approval_rate: float = GatewayConfig.approval_rate
+    gateway_refund_failure_rate: float = GatewayConfig.refund_failure_rate
+    gateway_duplicate_rate: float = GatewayConfig.duplicate_rate
+    gateway_callback_delay_seconds: float = GatewayConfig.callback_delay_seconds
     gateway_seed: int | None = None
-    callback_tolerance_seconds: int = 300
+    callback_tolerance_seconds: int = GatewayConfig.callback_tolerance_seconds
     refund_max_attempts: int = 5
     refund_backoff_seconds: int = 30
-    notify_channel: str = "log"
-    notify_max_attempts: int = 5
+    notify_channel: str = NotifierConfig.channel
+    notify_max_attempts: int = NotifierConfig.max_attempts
     # Retry delay after the n-th failed attempt: backoff * 2**(n-1), at most an hour.
-    notify_backoff_seconds: float = 30.0
-    notify_batch_size: int = 200
-    notify_timeout_seconds: float = 10.0
+    notify_backoff_seconds: float = NotifierConfig.backoff_seconds
+    notify_batch_size: int = NotifierConfig.batch_size
+    notify_timeout_seconds: float = NotifierConfig.timeout_seconds
     notify_templates_dir: Path | None = None
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 25
-    smtp_tls: bool = False
-    smtp_sender: str = "orders@ordersys.local"
+    smtp_host: str = NotifierConfig.smtp_host
+    smtp_port: int = NotifierConfig.smtp_port
+    smtp_tls: bool = NotifierConfig.smtp_tls
+    smtp_sender: str = NotifierConfig.smtp_sender
     smtp_username: str | None = None
     smtp_password: str | None = None
     notify_webhook_url: str | None = None
-    notify_webhook_secret: str = "ordersys-webhook-secret"
+    notify_webhook_secret: str = NotifierConfig.webhook_secret
     operator_email: str | None = None
     # Where the op jobs' steps run: Dagster's default (multiprocess) or Celery workers.
     executor: str = "multiprocess"
@@ -143,28 +146,28 @@ class Settings:
             payment_timeout_seconds=_int("ORDERSYS_PAYMENT_TIMEOUT", 900, minimum=1),
             claim_lease_seconds=_int("ORDERSYS_CLAIM_LEASE_SECONDS", 300, minimum=1),
             gateway_secret=_str("ORDERSYS_GATEWAY_SECRET", "ordersys-dev-secret"),
-            gateway_approval_rate=_float("ORDERSYS_GATEWAY_APPROVAL_RATE", 0.97),
-            gateway_refund_failure_rate=_float("ORDERSYS_GATEWAY_REFUND_FAILURE_RATE", 0.05),
-            gateway_duplicate_rate=_float("ORDERSYS_GATEWAY_DUPLICATE_RATE", 0.05),
-            gateway_callback_delay_seconds=_float("ORDERSYS_GATEWAY_CALLBACK_DELAY", 0.0),
+            gateway_approval_rate=_float("ORDERSYS_GATEWAY_APPROVAL_RATE", cls.gateway_approval_rate),
+            gateway_refund_failure_rate=_float("ORDERSYS_GATEWAY_REFUND_FAILURE_RATE", cls.gateway_refund_failure_rate),
+            gateway_duplicate_rate=_float("ORDERSYS_GATEWAY_DUPLICATE_RATE", cls.gateway_duplicate_rate),
+            gateway_callback_delay_seconds=_float("ORDERSYS_GATEWAY_CALLBACK_DELAY", cls.gateway_callback_delay_seconds),
             gateway_seed=int(seed) if seed else None,
-            callback_tolerance_seconds=_int("ORDERSYS_CALLBACK_TOLERANCE", 300, minimum=1),
+            callback_tolerance_seconds=_int("ORDERSYS_CALLBACK_TOLERANCE", cls.callback_tolerance_seconds, minimum=1),
             refund_max_attempts=_int("ORDERSYS_REFUND_MAX_ATTEMPTS", 5, minimum=1),
             refund_backoff_seconds=_int("ORDERSYS_REFUND_BACKOFF_SECONDS", 30),
-            notify_channel=_str("ORDERSYS_NOTIFY_CHANNEL", "log"),
-            notify_max_attempts=_int("ORDERSYS_NOTIFY_MAX_ATTEMPTS", 5, minimum=1),
-            notify_backoff_seconds=_float("ORDERSYS_NOTIFY_BACKOFF_SECONDS", 30.0, minimum=0),
-            notify_batch_size=_int("ORDERSYS_NOTIFY_BATCH_SIZE", 200, minimum=1),
-            notify_timeout_seconds=_float("ORDERSYS_NOTIFY_TIMEOUT", 10.0, minimum=0.1),
+            notify_channel=_str("ORDERSYS_NOTIFY_CHANNEL", cls.notify_channel),
+            notify_max_attempts=_int("ORDERSYS_NOTIFY_MAX_ATTEMPTS", cls.notify_max_attempts, minimum=1),
+            notify_backoff_seconds=_float("ORDERSYS_NOTIFY_BACKOFF_SECONDS", cls.notify_backoff_seconds, minimum=0),
+            notify_batch_size=_int("ORDERSYS_NOTIFY_BATCH_SIZE", cls.notify_batch_size, minimum=1),
+            notify_timeout_seconds=_float("ORDERSYS_NOTIFY_TIMEOUT", cls.notify_timeout_seconds, minimum=0.1),
             notify_templates_dir=Path(templates) if templates else None,
-            smtp_host=_str("ORDERSYS_SMTP_HOST", "127.0.0.1"),
-            smtp_port=_int("ORDERSYS_SMTP_PORT", 25, minimum=1),
-            smtp_tls=_str("ORDERSYS_SMTP_TLS", "false").lower() in ("1", "true", "yes"),
-            smtp_sender=_str("ORDERSYS_SMTP_SENDER", "orders@ordersys.local"),
+            smtp_host=_str("ORDERSYS_SMTP_HOST", cls.smtp_host),
+            smtp_port=_int("ORDERSYS_SMTP_PORT", cls.smtp_port, minimum=1),
+            smtp_tls=_str("ORDERSYS_SMTP_TLS", str(cls.smtp_tls)).lower() in ("1", "true", "yes"),
+            smtp_sender=_str("ORDERSYS_SMTP_SENDER", cls.smtp_sender),
             smtp_username=env("ORDERSYS_SMTP_USERNAME") or None,
             smtp_password=env("ORDERSYS_SMTP_PASSWORD") or None,
             notify_webhook_url=env("ORDERSYS_NOTIFY_WEBHOOK_URL") or None,
-            notify_webhook_secret=_str("ORDERSYS_NOTIFY_WEBHOOK_SECRET", "ordersys-webhook-secret"),
+            notify_webhook_secret=_str("ORDERSYS_NOTIFY_WEBHOOK_SECRET", cls.notify_webhook_secret),
             operator_email=env("ORDERSYS_OPERATOR_EMAIL") or None,
             executor=_str("ORDERSYS_EXECUTOR", "multiprocess"),
             celery_broker=_str("ORDERSYS_CELERY_BROKER", DEFAULT_CELERY_BROKER),

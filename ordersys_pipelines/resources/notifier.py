@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import dagster as dg
-
 from ordersys_pipelines.domain.notifications.config import NotifierConfig
 from ordersys_pipelines.domain.notifications.operator import notify_operator
+from ordersys_pipelines.resources.config_fields import resource_with_fields_of
 from ordersys_pipelines.resources.secrets import secret
 from ordersys_pipelines.settings import Settings
 
 
-class NotifierResource(dg.ConfigurableResource):
+class NotifierResource(resource_with_fields_of(NotifierConfig)):
     """Where and how notifications go: `channel` (log, email, webhook; customers may override),
     SMTP and webhook settings, retries (`max_attempts`, exponential `backoff_seconds`), batch
-    size, claim lease, and an optional templates folder overriding the packaged templates."""
-
-    channel: str = "log"
-    max_attempts: int = 5
-    backoff_seconds: float = 30.0
-    batch_size: int = 200
-    lease_seconds: int = 300
-    timeout_seconds: float = 10.0
-    templates_dir: str | None = None
-    currency: str = "EUR"
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 25
-    smtp_tls: bool = False
-    smtp_sender: str = "orders@ordersys.local"
-    smtp_username: str | None = None
-    smtp_password: str | None = None
-    webhook_url: str | None = None
-    webhook_secret: str = "ordersys-webhook-secret"
-    operator_email: str | None = None
+    size, claim lease, and an optional templates folder overriding the packaged templates. The
+    fields are NotifierConfig's (domain/notifications/config.py)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NotifierResource:
@@ -42,10 +24,6 @@ class NotifierResource(dg.ConfigurableResource):
             "smtp_password": secret("ORDERSYS_SMTP_PASSWORD", values["smtp_password"]),
             "webhook_secret": secret("ORDERSYS_NOTIFY_WEBHOOK_SECRET", values["webhook_secret"]),
         })
-
-    @property
-    def config(self) -> NotifierConfig:
-        return NotifierConfig(**{name: getattr(self, name) for name in NotifierConfig.__dataclass_fields__})
 
     def notify_operator(self, subject: str, body: str) -> str:
         return notify_operator(self.config, subject, body)

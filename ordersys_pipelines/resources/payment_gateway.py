@@ -5,38 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-import dagster as dg
 from sqlalchemy import Connection
 
 from ordersys_pipelines.domain.payments import gateway
-from ordersys_pipelines.domain.payments.config import DEFAULT_DECLINE_REASONS, GatewayConfig
+from ordersys_pipelines.domain.payments.config import GatewayConfig
+from ordersys_pipelines.resources.config_fields import resource_with_fields_of
 
 
-class PaymentGatewayResource(dg.ConfigurableResource):
+class PaymentGatewayResource(resource_with_fields_of(GatewayConfig)):
     """Simulated gateway: approves payments at `approval_rate`, answers with HMAC-signed
-    callbacks (some delivered twice), and fails refund calls at `refund_failure_rate`."""
-
-    secret: str
-    approval_rate: float = 0.97
-    decline_reasons: list[str] = list(DEFAULT_DECLINE_REASONS)
-    callback_delay_seconds: float = 0.0
-    duplicate_rate: float = 0.05
-    refund_failure_rate: float = 0.05
-    seed: int | None = None
-    callback_tolerance_seconds: int = 300
-
-    @property
-    def config(self) -> GatewayConfig:
-        return GatewayConfig(
-            secret=self.secret,
-            approval_rate=self.approval_rate,
-            decline_reasons=tuple(self.decline_reasons),
-            callback_delay_seconds=self.callback_delay_seconds,
-            duplicate_rate=self.duplicate_rate,
-            refund_failure_rate=self.refund_failure_rate,
-            seed=self.seed,
-            callback_tolerance_seconds=self.callback_tolerance_seconds,
-        )
+    callbacks (some delivered twice), and fails refund calls at `refund_failure_rate`. The
+    fields are GatewayConfig's (domain/payments/config.py)."""
 
     def refund(self, conn: Connection, reference: str, payment_ref: str, amount_cents: int):
         """Refund `amount_cents` of payment `payment_ref`; a repeated `reference` is recognised
@@ -46,6 +25,7 @@ class PaymentGatewayResource(dg.ConfigurableResource):
         return gateway_refunds.refund(
             conn, self.config, reference=reference, payment_ref=payment_ref, amount_cents=amount_cents
         )
+
     def initiate(
         self, conn: Connection, requests: Sequence[gateway.PaymentRequest], now: datetime | None = None
     ) -> dict[int, str]:
