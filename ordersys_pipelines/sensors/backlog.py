@@ -1,5 +1,6 @@
-"""What the backlog sensors share: is a run of the job already in flight, and how a backlog
-is split into parallel batch runs.
+"""What the backlog sensors share: is a run of the job already in flight, how a backlog is split
+into parallel batch runs, and the run-key rule of the sensors whose work has a watermark
+(refunds, notifications).
 
 Every stage claims its work row by row (`FOR UPDATE SKIP LOCKED` with a lease), so several runs
 of one job never take the same item; a large backlog therefore becomes several runs at once,
@@ -9,7 +10,9 @@ for the next tick; the run queue's tag limits decide how many of the runs execut
 
 from __future__ import annotations
 
+import json
 import math
+import time
 
 import dagster as dg
 
@@ -44,3 +47,41 @@ def batch_run_requests(run_key: str, runs: int, **request) -> list[dg.RunRequest
     """`runs` identical batch runs: the first under `run_key`, the others under `run_key:i`, so
     a tick with one batch keeps the key it always had."""
     return [dg.RunRequest(run_key=run_key if i == 0 else f"{run_key}:{i}", **request) for i in range(runs)]
+
+
+def watermark_requests(
+    context: dg.SensorEvaluationContext,
+    *,
+    job_name: str,
+    key_prefix: str,
+    watermark: int | str,
+    lease_seconds: float,
+    runs: int,
+    already: str,
+    **request,
+) -> dg.SensorResult | dg.SkipReason:
+    """The run-key rule of a backlog sensor whose due work has a watermark (a value that changes
+    whenever the due work does):
+
+    - while a run of the job is queued or in progress, nothing is requested (it, or the next
+      tick, takes the rest);
+    - the same watermark already requested less than a lease ago is not requested again;
+    - otherwise `runs` batch runs under `{key_prefix}:{watermark}:{repeat}` (`:i` for the
+      further batches), `repeat` counting how often the same watermark was requested after a
+      lease (a run that died before claiming anything). Without a cursor the key is the one of
+      the first request, so Dagster's run-key check still launches nothing twice.
+
+    `already` is the skip message for work that was already requested."""
+    in_flight = run_in_flight(context.instance, job_name)
+    if in_flight:
+        return dg.SkipReason(f"{job_name} run {in_flight} is in flight")
+    previous = json.loads(context.cursor) if context.cursor else {}
+    now = time.time()
+    repeat = 0
+    if previous.get("watermark") == watermark:
+        if now - previous.get("requested_at", 0) < lease_seconds:
+            return dg.SkipReason(f"{already} (watermark {watermark})")
+        repeat = previous.get("repeat", 0) + 1
+    run_key = f"{key_prefix}:{watermark}:{repeat}"
+    cursor = {"watermark": watermark, "requested_at": now, "repeat": repeat, "run_key": run_key}
+    return dg.SensorResult(run_requests=batch_run_requests(run_key, runs, **request), cursor=json.dumps(cursor))

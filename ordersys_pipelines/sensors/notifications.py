@@ -1,16 +1,12 @@
 """`notification_dispatch_sensor`: starts `notification_dispatch` when notifications are due.
 
-The sensor only looks (one aggregate query). The run key is derived from the due work (count,
-highest id, latest due time), so a repeated tick over the same work launches nothing twice;
-while a dispatch run is queued or running, the sensor waits for it. Work that stays due with
-the same fingerprint after a run ended (a run that died before claiming) is requested again
-once a claim lease has passed, under a new run key.
+The sensor only looks (one aggregate query). Its watermark is the due work's count, highest id
+and latest due time; the run keys follow the backlog sensors' watermark rule
+(sensors/backlog.py: watermark_requests), shared with the refunds sensor.
 """
 
 # No `from __future__ import annotations`: Dagster reads the resource annotations.
-import json
 import math
-import time
 
 import dagster as dg
 
@@ -18,7 +14,7 @@ from ordersys_pipelines.domain.notifications.dispatch import due_summary
 from ordersys_pipelines.jobs.notifications import dispatch_notifications
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.notifier import NotifierResource
-from ordersys_pipelines.sensors.backlog import batch_run_requests, parallel_runs, run_in_flight, share
+from ordersys_pipelines.sensors.backlog import parallel_runs, share, watermark_requests
 from ordersys_pipelines.settings import Settings, get_settings
 
 MAX_BATCHES_PER_RUN = 50
@@ -41,31 +37,18 @@ def build_notification_dispatch_sensor(
             count, max_id, latest = due_summary(conn)
         if not count:
             return dg.SkipReason("no notifications due")
-        in_flight = run_in_flight(context.instance, notification_dispatch.name)
-        if in_flight:
-            return dg.SkipReason(f"{count} notifications due; dispatch run {in_flight} is in flight")
-        fingerprint = f"{max_id}-{count}-{latest:%Y%m%dT%H%M%S%f}"
-        previous = json.loads(context.cursor) if context.cursor else {}
-        now = time.time()
-        repeat = 0
-        if previous.get("fingerprint") == fingerprint:
-            if now - previous["requested_at"] < notifier.lease_seconds:
-                return dg.SkipReason(f"{count} notifications due, already requested (run key {previous['run_key']})")
-            repeat = previous.get("repeat", 0) + 1
-        run_key = f"notifications:{fingerprint}:{repeat}"
         # The due batches are shared among up to ORDERSYS_PARALLEL_RUNS runs (each claims its own
         # notifications); one run takes at most MAX_BATCHES_PER_RUN, the next tick the rest.
         batches = math.ceil(count / notifier.batch_size)
         runs = parallel_runs(batches, 1, get_settings().parallel_runs)
         per_run = min(share(batches, runs), MAX_BATCHES_PER_RUN)
-        requests = batch_run_requests(
-            run_key, runs,
+        return watermark_requests(
+            context, job_name=notification_dispatch.name, key_prefix="notifications",
+            watermark=f"{max_id}-{count}-{latest:%Y%m%dT%H%M%S%f}", lease_seconds=notifier.lease_seconds,
+            runs=runs, already=f"{count} notifications due, already requested",
             run_config={"ops": {dispatch_notifications.name: {"config": {
                 "batch_size": notifier.batch_size, "max_batches": per_run}}}},
             tags={"ordersys/due": str(count)},
         )
-        cursor = {"fingerprint": fingerprint, "requested_at": now, "repeat": repeat, "run_key": run_key,
-                  "max_id": max_id}
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
     return notification_dispatch_sensor
