@@ -83,7 +83,7 @@ GENERATE = [
        SELECT id, customer_id, 'order_confirmed',
               CASE WHEN r < 0.95 THEN 'sent' WHEN r < 0.97 THEN 'failed' ELSE 'pending' END,
               CASE WHEN r < 0.95 THEN order_date + r * interval '10 minutes' END,
-              order_date + interval '1 hour', 'order:' || id || '\:order_confirmed'
+              order_date + interval '1 hour', 'order:' || id || '\\:order_confirmed'
        FROM (SELECT id, customer_id, order_date, random() AS r FROM orders) o""",
     "ANALYZE",
 ]
