@@ -2,7 +2,7 @@
 # `make up` / `make down`: the hands-free stack (`dg dev` = webserver + daemon) on 127.0.0.1.
 #
 # The instance lives in $DAGSTER_HOME (default .dagster_home). With DAGSTER_PG_URL set it is the
-# production instance of ./deploy/dagster.yaml (PostgreSQL storage); otherwise a local SQLite instance
+# production instance of ./dagster.yaml (PostgreSQL storage); otherwise a local SQLite instance
 # with the same run limits. Sensors and schedules start RUNNING (their default status), so a file
 # dropped into the inbox flows through every stage without a click.
 set -euo pipefail
@@ -19,10 +19,10 @@ write_instance() {
     DAGSTER_PG_URL="${DAGSTER_PG_URL/#postgresql:\/\//postgresql+psycopg2://}"
     DAGSTER_PG_URL="${DAGSTER_PG_URL/#postgres:\/\//postgresql+psycopg2://}"
     export DAGSTER_PG_URL
-    cp deploy/dagster.yaml "$home/dagster.yaml"
+    cp dagster.yaml "$home/dagster.yaml"
   else
     # The production file without its storage block: the instance keeps SQLite files in $home.
-    sed '/^storage:/,/^$/d' deploy/dagster.yaml > "$home/dagster.yaml"
+    sed '/^storage:/,/^$/d' dagster.yaml > "$home/dagster.yaml"
   fi
 }
 
@@ -42,16 +42,15 @@ up() {
     export ORDERSYS_REDIS_URL
   fi
   "$bin/ordersys" db upgrade
-  # `dg dev` runs in the project (pyproject.toml's [tool.dg] names the code location) on this
-  # virtual environment; the instance is $DAGSTER_HOME's dagster.yaml. (The production file
-  # lives in deploy/: a dagster.yaml in the project root, where `dg dev` runs, would only earn a
-  # warning that it is not the instance's.)
+  # `dg dev` on the workspace file, started from $home: the instance's own dagster.yaml is the
+  # only one in sight (in the project root, the production file would earn a warning that it is
+  # not the instance's).
   export VIRTUAL_ENV="$root/${VENV:-.venv}"
   # Its own session, so `down` can stop webserver, daemon and code servers as one group.
   # The redirections apply to the whole background subshell: no process left behind may hold
   # this script's stdout/stderr, or a caller reading them (CI, a test) waits for ever.
-  (cd "$root" && exec setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$pidfile" \
-      "$bin/dg" dev --host 127.0.0.1 --port "$port") \
+  (cd "$home" && exec setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$pidfile" \
+      "$bin/dg" dev -w "$root/workspace.yaml" --host 127.0.0.1 --port "$port") \
       > "$home/dagster-dev.log" 2>&1 < /dev/null &
   sleep 0.5
   for _ in $(seq 1 120); do

@@ -1,4 +1,4 @@
-"""deploy/dagster.yaml is a working production instance on the real PostgreSQL."""
+"""dagster.yaml is a working production instance on the real PostgreSQL."""
 
 from __future__ import annotations
 
