@@ -12,13 +12,18 @@ from ordersys_pipelines.domain.refunds.amounts import AmountError, parse_amount
 
 
 @pytest.mark.parametrize(("text", "cents"), [("12.50", 1_250), ("0.01", 1), ("7", 700), ("0.29", 29),
-                                             (" 3.1 ", 310), ("-2.00", -200), ("1e2", 10_000)])
+                                             (" 3.1 ", 310), ("-2.00", -200), (".5", 50), ("5.", 500)])
 def test_amounts_parse_exactly(text, cents):
     assert parse_amount(text) == cents
 
 
 @pytest.mark.parametrize(("text", "message"), [("12.505", "more than 2 decimals"), ("abc", "not a number"),
-                                               ("NaN", "not a finite number"), ("", "not a number")])
+                                               ("NaN", "not a finite number"), ("", "not a number"),
+                                               ("1e2", "not a number"), ("1_0", "not a number"),
+                                               ("１２", "not a number"), ("١٢", "not a number"),
+                                               ("+3", "not a number"), ("1,000.00", "not a number"),
+                                               ("inf", "not a finite number"),
+                                               ("1000000000", "larger than 999999999.99")])
 def test_bad_amounts_are_named(text, message):
     with pytest.raises(AmountError, match=message):
         parse_amount(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 import weakref
 
@@ -116,13 +117,28 @@ def _load_data_local(conn: Connection, table: Table, rows: pa.Table) -> None:
         os.unlink(path)
 
 
+# What a reject keeps of a line's text: MariaDB's TEXT holds 64 KB, and a reason is for reading.
+MAX_RAW_TEXT = 10_000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, limit: int = MAX_RAW_TEXT) -> str:
+    """Text as a reject stores it: control characters (NUL, which PostgreSQL cannot store in
+    text, and the others) written as \\xNN, and cut to `limit` characters with a note."""
+    text = _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+    return text
+
+
 def rejects_table(file_id: int, rejects: list[Reject]) -> pa.Table:
     return pa.table(
         {
             "file_id": pa.array([file_id] * len(rejects), pa.int64()),
             "line_number": pa.array([r.line_number for r in rejects], pa.int64()),
-            "raw_text": pa.array([r.raw_text for r in rejects], pa.string()),
-            "reason": pa.array([r.reason for r in rejects], pa.string()),
+            "order_ref": pa.array([r.order_ref for r in rejects], pa.string()),
+            "raw_text": pa.array([printable(r.raw_text) for r in rejects], pa.string()),
+            "reason": pa.array([printable(r.reason) for r in rejects], pa.string()),
         }
     )
 
