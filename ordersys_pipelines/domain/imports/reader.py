@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import pyarrow.csv as pa_csv
 
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 
+LONE_CR = re.compile(rb"(?<=\r)(?!\n)")
 # Small blocks: pyarrow reads a few blocks ahead, and memory is what stays flat, not speed.
 BLOCK_SIZE = 1 << 18
 
@@ -143,7 +145,9 @@ def read_header(path: Path, encoding: str = "utf-8") -> tuple[list[str], int]:
 
     def lines(raw):
         for line in raw:
-            yield decoder.decode(line)
+            for part in LONE_CR.split(line):  # files that end lines with a lone \r
+                if part:
+                    yield decoder.decode(part)
 
     try:
         with open(path, "rb") as raw:
