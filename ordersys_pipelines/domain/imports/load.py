@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import tempfile
 import weakref
 
@@ -21,7 +20,7 @@ import pyarrow.csv as pa_csv
 from sqlalchemy import Connection, Engine, Table, update
 
 from ordersys_pipelines.db.schema import import_files, import_rejects, import_staging
-from ordersys_pipelines.domain.imports.reader import Reject
+from ordersys_pipelines.domain.imports.reader import CONTROL_CHARACTER, Reject
 from ordersys_pipelines.domain.imports.validate import STAGING_SCHEMA
 
 STAGING_COLUMNS = ["file_id", *STAGING_SCHEMA.names]
@@ -119,13 +118,12 @@ def _load_data_local(conn: Connection, table: Table, rows: pa.Table) -> None:
 
 # What a reject keeps of a line's text: MariaDB's TEXT holds 64 KB, and a reason is for reading.
 MAX_RAW_TEXT = 10_000
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def printable(text: str, limit: int = MAX_RAW_TEXT) -> str:
     """Text as a reject stores it: control characters (NUL, which PostgreSQL cannot store in
     text, and the others) written as \\xNN, and cut to `limit` characters with a note."""
-    text = _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+    text = CONTROL_CHARACTER.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
     if len(text) > limit:
         text = f"{text[:limit]}… ({len(text) - limit:,} more characters)"
     return text

@@ -27,6 +27,11 @@ import pyarrow.csv as pa_csv
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 
 LONE_CR = re.compile(rb"(?<=\r)(?!\n)")
+# C0 controls other than tab, newline and carriage return, DEL and the C1 controls (a
+# windows-1252 file read as latin-1 shows its € and quotes as those). The same pattern in
+# Python's re and pyarrow's RE2.
+CONTROL_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+CONTROL_CHARACTER = re.compile(CONTROL_CHARACTERS)
 # Small blocks: pyarrow reads a few blocks ahead, and memory is what stays flat, not speed.
 BLOCK_SIZE = 1 << 18
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ordersys_pipelines.domain.imports.csv_format import OrderLayout
-from ordersys_pipelines.domain.imports.reader import RawChunk, Reject
+from ordersys_pipelines.domain.imports.reader import CONTROL_CHARACTER, CONTROL_CHARACTERS, RawChunk, Reject
 from ordersys_pipelines.domain.money import parse_cents
 
 MAX_QUANTITY = 1_000_000
@@ -27,10 +27,8 @@ MAX_QUANTITY = 1_000_000
 # compute with (PostgreSQL, SQLite and MariaDB DATETIME all hold it, with room either side).
 FIRST_DATE = datetime(1900, 1, 1)
 END_DATE = datetime(2200, 1, 1)  # exclusive
+SUPPORTED_DATES = f"{FIRST_DATE:%Y-%m-%d} to {END_DATE.year - 1}-12-31, in UTC after the offset"
 MAX_OFFSET_MINUTES = 14 * 60  # the widest offset in use (Pacific/Kiritimati, +14:00)
-# C0 controls other than tab, newline and carriage return, DEL and the C1 controls (a
-# windows-1252 file read as latin-1 shows its € and quotes as those).
-CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x{9f}]"
 LIMITS = {"order_ref": 100, "customer_email": 320, "customer_ref": 100, "customer_name": 200, "sku": 100, "product_name": 300}
 
 EMAIL = r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>.]+$"
@@ -315,7 +313,7 @@ def validate_chunk(chunk: RawChunk, layout: OrderLayout, options: ValidationOpti
     # Control characters (NUL ...) in a column the import stores; ignored columns may hold any.
     for canonical, position in sorted(layout.positions.items(), key=lambda item: item[1]):
         column = chunk.columns[position]
-        problems.add(pc.match_substring_regex(column, CONTROL), _control_character(name(canonical), column))
+        problems.add(pc.match_substring_regex(column, CONTROL_CHARACTERS), _control_character(name(canonical), column))
 
     def required_text(column: str, text: pa.Array) -> None:
         problems.add(pc.equal(pc.utf8_length(text), 0), f"{name(column)} is empty")
@@ -420,7 +418,7 @@ def validate_chunk(chunk: RawChunk, layout: OrderLayout, options: ValidationOpti
         taken = pa.array(rows, pa.int64())
         # The order each rejected line belongs to (its other lines are rejected at the merge).
         refs = pc.if_else(pc.fill_null(ref_known.take(taken), False), order_ref.take(taken), None).to_pylist()
-        refs = [None if ref is None or CONTROL_PY.search(ref) else ref for ref in refs]
+        refs = [None if ref is None or CONTROL_CHARACTER.search(ref) else ref for ref in refs]
         rejects.extend(
             Reject(line_number=int(line), raw_text=text, reason=reason, order_ref=ref)
             for line, text, reason, ref in zip(lines, texts, reasons, refs, strict=True)
@@ -447,8 +445,6 @@ def validate_chunk(chunk: RawChunk, layout: OrderLayout, options: ValidationOpti
     return ValidatedChunk(rows=table, rejects=rejects)
 
 
-SUPPORTED_DATES = f"{FIRST_DATE:%Y-%m-%d} to {END_DATE.year - 1}-12-31, in UTC after the offset"
-CONTROL_PY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def _control_character(name: str, column: pa.Array) -> Lazy:
@@ -457,7 +453,7 @@ def _control_character(name: str, column: pa.Array) -> Lazy:
     def build(rows: pa.Array) -> pa.Array:
         messages = []
         for value in column.take(rows).to_pylist():
-            found = CONTROL_PY.search(value or "")
+            found = CONTROL_CHARACTER.search(value or "")
             messages.append(
                 f"{name} holds the control character U+{ord(found.group()):04X} (at character {found.start() + 1})"
                 if found else ""
@@ -475,7 +471,7 @@ def _with_order_ref(reject: Reject, layout: OrderLayout) -> Reject:
     first_line = reject.raw_text.split("\n", 1)[0]
     fields = next(csv.reader([first_line]), [])
     ref = fields[position].strip() if position < len(fields) else ""
-    if ref and len(ref) <= LIMITS["order_ref"] and not CONTROL_PY.search(ref):
+    if ref and len(ref) <= LIMITS["order_ref"] and not CONTROL_CHARACTER.search(ref):
         reject.order_ref = ref
     return reject
 
