@@ -86,8 +86,10 @@ class ImportResult:
     def lines_balanced(self) -> bool:
         """Nothing vanished: every physical line is part of a row or blank, and every row is
         an imported line or a reject."""
-        return (self.physical_lines == self.rows_read + self.blank_lines + self.continued_lines
-                and self.rows_read == self.lines_imported + self.rejected)
+        # Files imported before the line counts were kept have none (0 lines for >0 rows).
+        lines_counted = self.physical_lines > 0 or self.rows_read == 0
+        lines_add_up = self.physical_lines == self.rows_read + self.blank_lines + self.continued_lines
+        return (lines_add_up or not lines_counted) and self.rows_read == self.lines_imported + self.rejected
 
     @property
     def rows_per_second(self) -> float:

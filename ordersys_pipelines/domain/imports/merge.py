@@ -121,7 +121,8 @@ class MergeCounts:
 
 
 def _staged_text():
-    """A staged row written back as CSV-like text, for rejects found at merge time."""
+    """A staged row written back as CSV-like text, for rejects found at merge time: a stand-in
+    that `originals.quote_original_text` replaces with the file's own line in the same transaction."""
     s = import_staging.c
     parts = [
         s.order_ref, func.cast(s.order_date, String), func.coalesce(s.customer_email, s.customer_ref),

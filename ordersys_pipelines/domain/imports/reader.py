@@ -7,6 +7,11 @@ lines plus the lines of every record before it, counted from the newlines inside
 (vectorized). Records with the wrong number of fields are reported by pyarrow's invalid-row
 handler with their record number (it is known because parsing is single-threaded) and become
 rejects at their own line. Chunk k holds the same rows on every run of the same file.
+
+A record that spans several lines and is rejected (most often a quote that opens and never
+closes, swallowing the lines after it) becomes one reject per physical line, each naming where
+the quote opened. The file's physical lines are counted from its bytes as they stream through,
+so the import can prove that every line is a row, a blank line or part of a quoted value.
 """
 
 from __future__ import annotations

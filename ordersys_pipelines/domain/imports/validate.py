@@ -2,8 +2,12 @@
 
 Every check is a boolean mask over the whole chunk (pyarrow.compute); a rejected row's reason
 joins the message of every check it failed. Amounts are exact decimals turned into cents from
-their digits (never through float). Naive dates are read in ORDERSYS_TIMEZONE and stored as
-naive UTC; dates with an offset (or Z) are converted from that offset.
+their digits (never through float; `domain.money` holds the grammar, shared with refunds).
+Naive dates are read in ORDERSYS_TIMEZONE and stored as naive UTC; dates with an offset (or Z)
+are converted from that offset, which must exist (±14:00 at most), and must land in the
+supported range (FIRST_DATE to END_DATE, UTC). Control characters in a stored column reject
+the row. A rejected row names its order_ref where it can be told, so the merge can reject the
+rest of that order.
 """
 
 from __future__ import annotations
