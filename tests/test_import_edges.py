@@ -12,6 +12,7 @@ from imports_support import HEADER, balanced, rejects, rows, run_import, scalar,
 from ordersys_pipelines.assets.imports import chunk_listener, order_files, orders_csv
 from ordersys_pipelines.cli import main
 from ordersys_pipelines.db.engine import get_engine
+from ordersys_pipelines.domain.imports.catalog import load_catalog
 from ordersys_pipelines.domain.imports.files import content_hash, partition_key
 from ordersys_pipelines.domain.imports.reader import CsvChunkReader
 from ordersys_pipelines.domain.money import parse_amount
@@ -133,3 +134,10 @@ def test_records_much_longer_than_the_block_are_read_and_chunks_stay_the_same(tm
 def test_refund_amounts_refuse_what_the_import_refuses(text):
     with pytest.raises(ValueError):
         parse_amount(text)
+
+
+def test_control_characters_in_a_catalog_reject_their_line(engine, tmp_path):
+    result = load_catalog(engine, write(tmp_path, "c.csv", "sku,name,price,stock\nA,Ap\x00ple,1.00,4\nB,Pear,1.00,5\n"))
+    assert (result.products_created, result.rejected) == (1, 1)
+    assert rows(engine, "SELECT line_number, raw_text, reason FROM import_rejects") == [
+        (2, "A,Ap\\x00ple,1.00,4", "name holds the control character U+0000 (at character 3)")]

@@ -317,7 +317,7 @@ def validate_chunk(chunk: RawChunk, layout: OrderLayout, options: ValidationOpti
     # Control characters (NUL ...) in a column the import stores; ignored columns may hold any.
     for canonical, position in sorted(layout.positions.items(), key=lambda item: item[1]):
         column = chunk.columns[position]
-        problems.add(pc.match_substring_regex(column, CONTROL_CHARACTERS), _control_character(name(canonical), column))
+        problems.add(pc.match_substring_regex(column, CONTROL_CHARACTERS), control_character(name(canonical), column))
 
     def required_text(column: str, text: pa.Array) -> None:
         problems.add(pc.equal(pc.utf8_length(text), 0), f"{name(column)} is empty")
@@ -451,7 +451,7 @@ def validate_chunk(chunk: RawChunk, layout: OrderLayout, options: ValidationOpti
 
 
 
-def _control_character(name: str, column: pa.Array) -> Lazy:
+def control_character(name: str, column: pa.Array) -> Lazy:
     """"<name> holds the control character U+0000 (at character 3)": which one, and where."""
 
     def build(rows: pa.Array) -> pa.Array:
