@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 from imports_support import HEADER, rejects, rows, run_import
 
+from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 from ordersys_pipelines.domain.imports.validate import SUPPORTED_DATES
 
 NOTES_HEADER = HEADER.rstrip("\n") + ",notes\n"
@@ -166,6 +167,11 @@ CASES = {
          (5, f"order_date '31/12/9999 23:00' {RANGE}")],
         {"date_format": "%d/%m/%Y %H:%M", "timezone": "Europe/Berlin"},
     ),
+    "no line end after the last line, a line of spaces, blank lines at the end": Case(
+        HEADER + line("A") + "   \n" + line("B") + "\n\n" + line("C").rstrip("\n"), {"A": 100, "B": 100, "C": 100},
+        [(3, "expected 8 fields, found 1")], blank_lines=2,
+    ),
+    "only a header": Case(HEADER, {}),
     "duplicate lines are lines": Case(HEADER + line("O1") * 2, {"O1": 200}),
     "BOM, CRLF and blank lines": Case(
         ("\ufeff" + HEADER + "\n" + line("A") + "\n\n" + line("B")).replace("\n", "\r\n"), {"A": 100, "B": 100},
@@ -206,4 +212,17 @@ def test_hostile_files(engine, tmp_path, case: Case):
     assert result.lines_imported == (rows(engine, "SELECT count(*) FROM order_lines")[0][0])
     assert (result.blank_lines, result.continued_lines) == (case.blank_lines, case.continued_lines)
     assert result.lines_balanced, result
-    assert result.status == ("completed" if case.orders or case.orders_count else "failed")
+    assert result.status == ("completed" if case.orders or case.orders_count or not result.rows_read else "failed")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (HEADER.replace(",", ";") + line("A").replace(",", ";"), "missing required column(s): quantity"),
+    (HEADER.replace(",", "\t") + line("A").replace(",", "\t"), "missing required column(s): quantity"),
+    ("", "the file is empty (no header line)"),
+    ('"order_ref,' + "x" * 200_000 + "\n", "the header line cannot be read as CSV"),
+])
+def test_files_that_are_not_order_csv_fail_whole_with_a_clear_reason(engine, tmp_path, content, message):
+    with pytest.raises(CsvFormatError) as failure:
+        run_import(engine, tmp_path, content)
+    assert message in str(failure.value)
+    assert rows(engine, "SELECT status FROM import_files") == [("failed",)]

@@ -82,3 +82,13 @@ def test_refunds_process_runs_until_nothing_is_due_and_show_lists_them(cli, sett
     assert "order O-1: total 50.00 EUR, refund state refunded" in shown.output
     assert shown.output.count("processed") >= 3 and "K-2" in shown.output and "25.00" in shown.output
     assert cli("refunds", "show", "NOPE").exit_code == 1
+
+
+def test_refund_amounts_are_read_as_import_amounts_are(cli, settings):
+    engine = get_engine(settings.database_url)
+    make_order(engine, total_cents=50_000)
+    for text in ("1e2", "1_0", "１２", "+5"):
+        refused = cli("refund", "O-1", "--amount", text, "--reference", "K-odd")
+        assert refused.exit_code == 1 and f"amount '{text}' is not a number" in refused.output
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM refunds").scalar() == 0
