@@ -7,10 +7,11 @@ apart in the file or straddle chunks.
 
 Orders are all-or-nothing. A whole order is rejected, every line with a reason naming why,
 when one of its lines was rejected while staging; when its lines disagree on what is one value
-per order (the customer, the order date: either choice would import an order the file does
-not say; names may differ, since an order holds none); when its total does not fit 64-bit cents. An order_ref that an
-earlier file brought in is replaced (header and lines) while that order is still `created`;
-once it has moved on, this file's lines for it are rejected naming the order and its state.
+per order (the customer, the order date: either choice would import an order the file does not
+say; names may differ, since an order holds none); when its total does not fit 64-bit cents.
+An order_ref that an earlier file brought in is replaced (header and lines) while that order
+is still `created`; once it has moved on, this file's lines for it are rejected naming the
+order and its state.
 """
 
 from __future__ import annotations
@@ -177,18 +178,6 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
         ])
     counts.rejected += _reject_orders(conn, file_id, merging=False)
 
-    # Products first seen here start with the default stock.
-    statement = insert_new(conn, products, [products.c.sku]).from_select(
-        ["sku", "name", "price_cents", "stock", "reserved", "created_at", "updated_at"],
-        select(
-            s.c.sku, func.max(s.c.product_name), func.max(s.c.unit_price_cents), literal(default_stock, BigInteger),
-            literal(0, BigInteger), literal(now, DateTime), literal(now, DateTime),
-        )
-        .where(staged)
-        .group_by(s.c.sku),
-    )
-    counts.new_products = _rowcount(conn, statement)
-
     # The file's orders: date, total of all lines, and the ranges of what must be one value.
     _create_temp_table(conn, file_orders)
     customer_key = func.coalesce(s.c.customer_email, s.c.customer_ref)
@@ -227,6 +216,18 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
                 ["order_ref", "reason"], select(t.order_ref, literal("order ") + t.order_ref + reason).where(disagree)
             ))
             counts.rejected += _reject_orders(conn, file_id, merging=True)
+
+    # Products first seen here start with the default stock.
+    statement = insert_new(conn, products, [products.c.sku]).from_select(
+        ["sku", "name", "price_cents", "stock", "reserved", "created_at", "updated_at"],
+        select(
+            s.c.sku, func.max(s.c.product_name), func.max(s.c.unit_price_cents), literal(default_stock, BigInteger),
+            literal(0, BigInteger), literal(now, DateTime), literal(now, DateTime),
+        )
+        .where(staged)
+        .group_by(s.c.sku),
+    )
+    counts.new_products = _rowcount(conn, statement)
 
     # Customers (from the file's orders, a quarter of its lines), keyed by e-mail, or by the
     # shop's customer id in files without e-mail.
