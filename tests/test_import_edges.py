@@ -12,7 +12,9 @@ from imports_support import HEADER, balanced, rejects, rows, run_import, scalar,
 from ordersys_pipelines.assets.imports import chunk_listener, order_files, orders_csv
 from ordersys_pipelines.cli import main
 from ordersys_pipelines.db.engine import get_engine
+from ordersys_pipelines.domain.imports import reader
 from ordersys_pipelines.domain.imports.catalog import load_catalog
+from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 from ordersys_pipelines.domain.imports.files import content_hash, partition_key
 from ordersys_pipelines.domain.imports.reader import CsvChunkReader
 from ordersys_pipelines.domain.money import parse_amount
@@ -141,3 +143,12 @@ def test_control_characters_in_a_catalog_reject_their_line(engine, tmp_path):
     assert (result.products_created, result.rejected) == (1, 1)
     assert rows(engine, "SELECT line_number, raw_text, reason FROM import_rejects") == [
         (2, "A,Ap\\x00ple,1.00,4", "name holds the control character U+0000 (at character 3)")]
+
+
+def test_a_row_beyond_the_largest_block_fails_the_file_saying_so(engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(reader, "MAX_BLOCK_SIZE", 1 << 18)  # 256 KB (the first block) instead of 256 MB
+    content = HEADER + line("O1") + line("O2", name="y" * 1_000_000) + line("O3")
+    with pytest.raises(CsvFormatError, match="a row after the first 1 rows is longer than 0.25 MB"):
+        run_import(engine, tmp_path, content)
+    assert rows(engine, "SELECT status FROM import_files") == [("failed",)]
+    assert scalar(engine, "SELECT count(*) FROM import_staging") == 0

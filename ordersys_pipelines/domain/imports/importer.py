@@ -310,12 +310,13 @@ def _after_line(chunk: RawChunk, line: int) -> RawChunk | None:
 def _fail(engine: Engine, file_id: int, run_id: str, error: str) -> None:
     """The file cannot be read as a whole: nothing of it is kept to resume from."""
     with engine.begin() as conn:
-        conn.execute(delete(import_staging).where(import_staging.c.file_id == file_id))
-        conn.execute(
+        owned = conn.execute(
             update(import_files)
             .where(import_files.c.id == file_id, import_files.c.run_id == run_id)
             .values(status="failed", error=error, finished_at=utcnow())
-        )
+        ).rowcount
+        if owned:
+            conn.execute(delete(import_staging).where(import_staging.c.file_id == file_id))
 
 
 def _has_staged_rows(conn, file_id: int) -> bool:

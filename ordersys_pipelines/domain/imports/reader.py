@@ -215,7 +215,8 @@ class CsvChunkReader:
                 delivered = exc.delivered
                 if block_size >= MAX_BLOCK_SIZE:
                     raise CsvFormatError(
-                        f"a row after line {exc.line_hint} is longer than {MAX_BLOCK_SIZE >> 20} MB"
+                        f"a row after the first {exc.delivered:,} rows is longer than "
+                        f"{MAX_BLOCK_SIZE / 2**20:g} MB, the most one row may hold"
                     ) from None
                 block_size = min(block_size * 8, MAX_BLOCK_SIZE)
 
@@ -257,7 +258,7 @@ class CsvChunkReader:
                     self._file.physical_lines = lambda: self.header_lines
                     return
                 if _straddles(exc):
-                    raise _RecordTooLong(delivered, self.header_lines) from None
+                    raise _RecordTooLong(delivered) from None
                 raise CsvFormatError(f"the file cannot be read as CSV: {exc}") from None
             while True:
                 try:
@@ -266,7 +267,7 @@ class CsvChunkReader:
                     return
                 except pa.ArrowInvalid as exc:
                     if _straddles(exc):
-                        raise _RecordTooLong(delivered, self.header_lines + delivered) from None
+                        raise _RecordTooLong(delivered) from None
                     raise CsvFormatError(f"the file cannot be read as CSV: {exc}") from None
                 if to_drop:
                     if batch.num_rows <= to_drop:
@@ -381,10 +382,11 @@ MAX_BLOCK_SIZE = 1 << 28
 
 
 class _RecordTooLong(Exception):
-    def __init__(self, delivered: int, line_hint: int):
+    """pyarrow met a record longer than its block after `delivered` good rows."""
+
+    def __init__(self, delivered: int):
         super().__init__(delivered)
         self.delivered = delivered
-        self.line_hint = line_hint
 
 
 def _straddles(exc: Exception) -> bool:
