@@ -53,10 +53,16 @@ from ordersys_pipelines.db.types import TABLE_OPTIONS, Timestamp
 from ordersys_pipelines.domain.money import plain
 
 _temp = MetaData()
+
+
+def _temporary(name: str, *columns: Column) -> Table:
+    """A temporary table of the merge, keyed by order_ref (dropped at commit / after the merge)."""
+    return Table(name, _temp, *columns, prefixes=["TEMPORARY"], postgresql_on_commit="DROP", **TABLE_OPTIONS)
+
+
 # One row per order_ref of the file being merged (dropped at commit / after the merge).
-file_orders = Table(
+file_orders = _temporary(
     "tmp_import_orders",
-    _temp,
     Column("order_ref", String(100), nullable=False),
     Column("order_date", Timestamp, nullable=False),
     Column("customer_email", String(320)),
@@ -66,30 +72,19 @@ file_orders = Table(
     Column("key_max", String(320)),
     Column("date_max", Timestamp, nullable=False),
     Column("total_cents", BigInteger, nullable=False),
-    prefixes=["TEMPORARY"],
-    postgresql_on_commit="DROP",
-    **TABLE_OPTIONS,
 )
 # The ids of the orders this merge inserted or replaced, so the lines join a table the size of
 # the file rather than all of `orders`.
-file_order_ids = Table(
+file_order_ids = _temporary(
     "tmp_import_order_ids",
-    _temp,
     Column("order_ref", String(100), nullable=False),
     Column("order_id", BigInteger, nullable=False),
-    prefixes=["TEMPORARY"],
-    postgresql_on_commit="DROP",
-    **TABLE_OPTIONS,
 )
 # Orders of the file rejected whole, with the reason every one of their lines gets.
-rejected_orders = Table(
+rejected_orders = _temporary(
     "tmp_import_rejected_orders",
-    _temp,
     Column("order_ref", String(100), nullable=False),
     Column("reason", Text, nullable=False),
-    prefixes=["TEMPORARY"],
-    postgresql_on_commit="DROP",
-    **TABLE_OPTIONS,
 )
 # The largest total an order may have: what a signed 64-bit column of cents holds.
 MAX_TOTAL_CENTS = 2**63 - 1
