@@ -255,7 +255,6 @@ class CsvChunkReader:
                 )
             except pa.ArrowInvalid as exc:
                 if "Empty CSV file" in str(exc):
-                    self._file.physical_lines = lambda: self.header_lines
                     return
                 if _straddles(exc):
                     raise _RecordTooLong(delivered) from None
@@ -361,15 +360,11 @@ class CsvChunkReader:
                 pending_malformed.sort(key=lambda r: r.line_number)
         while pending_rows > self.chunk_rows:
             yield take_chunk(self.chunk_rows)
-        if pending_rows or pending_malformed:
-            if pending_rows:
-                yield take_chunk(pending_rows)
-                if pending_malformed:  # malformed lines after the last good row
-                    empty = [pa.array([], pa.binary()) for _ in self.header]
-                    yield self._chunk(index, empty, np.array([], dtype=np.int64), pending_malformed)
-            else:
-                empty = [pa.array([], pa.binary()) for _ in self.header]
-                yield self._chunk(index, empty, np.array([], dtype=np.int64), pending_malformed)
+        if pending_rows:
+            yield take_chunk(pending_rows)
+        if pending_malformed:  # malformed lines after the last good row
+            empty = [pa.array([], pa.binary()) for _ in self.header]
+            yield self._chunk(index, empty, np.array([], dtype=np.int64), pending_malformed)
 
     def _chunk(self, index: int, columns: list[pa.Array], lines: np.ndarray, malformed: list[Reject]) -> RawChunk:
         label = "UTF-8" if _python_codec(self.encoding) == "utf-8" else self.encoding
