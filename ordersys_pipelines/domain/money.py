@@ -1,7 +1,9 @@
 """Integer minor units (cents) as text, exactly: integer arithmetic, never float.
 
 Three renderings for three readers: `plain` is what an operator types back (`parse_amount`
-reads it), `grouped` is for reports and the UI, `for_customer` is what a customer reads.
+reads it), `grouped` is for reports and the UI, `for_customer` is what a customer reads. And
+one way to read amounts: `parse_cents` (vectorized, the import) and `parse_amount` (one value,
+refund requests) share one grammar, so both accept exactly the same texts.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class AmountError(ValueError):
     """An amount that is not an exact number of cents."""
 
 
-def parse_cents(column):
+def parse_cents(column: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     """Exact decimal text (a pyarrow string array, no sign) → (cents, is_not_an_amount,
     has_more_than_two_decimals), vectorized; never through float."""
     parts = pc.extract_regex(column, AMOUNT)
