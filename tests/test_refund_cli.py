@@ -12,13 +12,18 @@ from ordersys_pipelines.domain.refunds.amounts import AmountError, parse_amount
 
 
 @pytest.mark.parametrize(("text", "cents"), [("12.50", 1_250), ("0.01", 1), ("7", 700), ("0.29", 29),
-                                             (" 3.1 ", 310), ("-2.00", -200), ("1e2", 10_000)])
+                                             (" 3.1 ", 310), ("-2.00", -200), (".5", 50), ("5.", 500)])
 def test_amounts_parse_exactly(text, cents):
     assert parse_amount(text) == cents
 
 
 @pytest.mark.parametrize(("text", "message"), [("12.505", "more than 2 decimals"), ("abc", "not a number"),
-                                               ("NaN", "not a finite number"), ("", "not a number")])
+                                               ("NaN", "not a finite number"), ("", "not a number"),
+                                               ("1e2", "not a number"), ("1_0", "not a number"),
+                                               ("１２", "not a number"), ("١٢", "not a number"),
+                                               ("+3", "not a number"), ("1,000.00", "not a number"),
+                                               ("inf", "not a finite number"),
+                                               ("1000000000", "larger than 999999999.99")])
 def test_bad_amounts_are_named(text, message):
     with pytest.raises(AmountError, match=message):
         parse_amount(text)
@@ -77,3 +82,13 @@ def test_refunds_process_runs_until_nothing_is_due_and_show_lists_them(cli, sett
     assert "order O-1: total 50.00 EUR, refund state refunded" in shown.output
     assert shown.output.count("processed") >= 3 and "K-2" in shown.output and "25.00" in shown.output
     assert cli("refunds", "show", "NOPE").exit_code == 1
+
+
+def test_refund_amounts_are_read_as_import_amounts_are(cli, settings):
+    engine = get_engine(settings.database_url)
+    make_order(engine, total_cents=50_000)
+    for text in ("1e2", "1_0", "１２", "+5"):
+        refused = cli("refund", "O-1", "--amount", text, "--reference", "K-odd")
+        assert refused.exit_code == 1 and f"amount '{text}' is not a number" in refused.output
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM refunds").scalar() == 0

@@ -15,7 +15,14 @@ from pydantic import Field
 
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 from ordersys_pipelines.domain.imports.files import FAILED, PROCESSED, find_partition_file, move_aside
-from ordersys_pipelines.domain.imports.importer import ChunkProgress, ImportResult, import_order_file
+from ordersys_pipelines.domain.imports.importer import (
+    ChunkProgress,
+    ImportResult,
+    ImportSuperseded,
+    describe_error,
+    import_order_file,
+    mark_run_failed,
+)
 from ordersys_pipelines.domain.tables import markdown_table
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.imports import ImportsResource
@@ -75,6 +82,9 @@ def import_metadata(result: ImportResult, path: Path) -> dict:
         "content_hash": result.content_hash,
         "already_imported": result.already_imported,
         "rows_read": result.rows_read,
+        "physical_lines": result.physical_lines,
+        "blank_lines": result.blank_lines,
+        "continued_lines": result.continued_lines,
         "lines_imported": result.lines_imported,
         "orders": result.orders,
         "new_customers": result.new_customers,
@@ -105,7 +115,10 @@ def import_metadata(result: ImportResult, path: Path) -> dict:
             NO_REJECTS_LOST,
             asset="orders_csv",
             blocking=True,
-            description="Every row read is either an imported line or a reject: rows_read = lines + rejected.",
+            description=(
+                "Nothing vanished: the file's physical data lines = rows + blank lines + lines continuing a "
+                "quoted value, and rows = lines imported + rejected."
+            ),
         )
     ],
 )
@@ -132,6 +145,12 @@ def orders_csv(
             metadata={"file": str(moved or path)},
             allow_retries=False,
         ) from exc
+    except ImportSuperseded:
+        raise
+    except Exception as exc:  # the file must not stay `importing` once this run has ended
+        cause = describe_error(exc)
+        mark_run_failed(database.engine, context.run.run_id, cause)
+        raise dg.Failure(description=f"{path.name}: {cause}", metadata={"file": str(path), "cause": cause}) from exc
 
     metadata = import_metadata(result, path)
     if result.status == "failed":
@@ -144,14 +163,16 @@ def orders_csv(
         metadata["file"] = str(moved)
     if result.already_imported:
         context.log.info(f"{path.name}: this content was already imported as {result.name}; nothing changed")
-    balanced = result.rows_read == result.lines_imported + result.rejected
+    balanced = result.lines_balanced
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
             dg.AssetCheckResult(
                 check_name=NO_REJECTS_LOST,
                 passed=balanced,
-                metadata={"rows_read": result.rows_read, "lines_imported": result.lines_imported, "rejected": result.rejected},
+                metadata={"physical_lines": result.physical_lines, "blank_lines": result.blank_lines,
+                          "continued_lines": result.continued_lines, "rows_read": result.rows_read,
+                          "lines_imported": result.lines_imported, "rejected": result.rejected},
             )
         ],
     )

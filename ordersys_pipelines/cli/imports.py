@@ -121,6 +121,9 @@ def print_import_summary(outcome: ImportOutcome) -> None:
     table.add_column("")
     table.add_column("", justify="right")
     for label, value in (
+        ("data lines in the file", f"{result.physical_lines:,}"),
+        ("blank lines skipped", f"{result.blank_lines:,}"),
+        ("lines inside quoted values", f"{result.continued_lines:,}"),
         ("rows read", f"{result.rows_read:,}"),
         ("lines imported", f"{result.lines_imported:,}"),
         ("orders", f"{result.orders:,}"),

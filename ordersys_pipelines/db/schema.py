@@ -98,6 +98,11 @@ import_files = Table(
     Column("new_customers", BigInteger, nullable=False, server_default="0"),
     Column("new_products", BigInteger, nullable=False, server_default="0"),
     Column("chunks_committed", Integer, nullable=False, server_default="0"),
+    # Physical data lines (counted from the bytes), blank ones skipped, and the further lines
+    # of rows whose quoted values run over several lines: physical = rows + blank + continued.
+    Column("physical_lines", BigInteger, nullable=False, server_default="0"),
+    Column("blank_lines", BigInteger, nullable=False, server_default="0"),
+    Column("continued_lines", BigInteger, nullable=False, server_default="0"),
     Column("error", Text),
     Column("run_id", String(64)),
     Column("started_at", Timestamp, nullable=False, server_default=now_default()),
@@ -111,6 +116,8 @@ import_rejects = Table(
     Column("id", Id, primary_key=True),
     Column("file_id", Id, ForeignKey("import_files.id", ondelete="CASCADE"), nullable=False),
     Column("line_number", BigInteger, nullable=False),  # physical line in the file, header = 1
+    # The order the line belongs to (when it can be told): its other lines are rejected too.
+    Column("order_ref", String(100)),
     Column("raw_text", Text, nullable=False),
     Column("reason", Text, nullable=False),
     _created_at(),

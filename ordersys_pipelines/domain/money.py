@@ -1,10 +1,17 @@
 """Integer minor units (cents) as text, exactly: integer arithmetic, never float.
 
 Three renderings for three readers: `plain` is what an operator types back (`parse_amount`
-reads it), `grouped` is for reports and the UI, `for_customer` is what a customer reads.
+reads it), `grouped` is for reports and the UI, `for_customer` is what a customer reads. And
+one way to read amounts: `parse_cents` (vectorized, the import) and `parse_amount` (one value,
+refund requests) share one grammar, so both accept exactly the same texts.
 """
 
 from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£"}
 # ISO 4217 currencies whose minor unit is not a hundredth.
@@ -38,3 +45,56 @@ def for_customer(cents: int, currency: str = "EUR") -> str:
     sign, major, minor = _parts(cents, EXPONENTS.get(currency, 2))
     symbol = SYMBOLS.get(currency)
     return f"{sign}{symbol}{major:,}{minor}" if symbol else f"{sign}{major:,}{minor} {currency}"
+
+
+# ---- reading amounts ------------------------------------------------------------------------
+# One grammar for every amount the system reads (import files, refund requests): ASCII digits
+# with an optional "." and cents, a leading "-" only to say that it is negative. No exponent,
+# no "_" or "," separators, no "+", no other scripts' digits: "1e2", "1_0", "1,000.00", "١٢"
+# and "１２" are not amounts. Digits beyond the second decimal are allowed only as zeros.
+MAX_AMOUNT_DIGITS = 9  # whole units: up to 999,999,999.99
+AMOUNT = r"^(?P<units>[0-9]*)(?:\.(?P<fraction>[0-9]*))?$"
+
+
+class AmountError(ValueError):
+    """An amount that is not an exact number of cents."""
+
+
+def parse_cents(column: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """Exact decimal text (a pyarrow string array, no sign) → (cents, is_not_an_amount,
+    has_more_than_two_decimals), vectorized; never through float."""
+    parts = pc.extract_regex(column, AMOUNT)
+    units = pc.fill_null(parts.field("units"), "")
+    fraction = pc.fill_null(parts.field("fraction"), "")
+    matched = pc.and_(
+        parts.is_valid(),
+        pc.or_(pc.greater(pc.utf8_length(units), 0), pc.greater(pc.utf8_length(fraction), 0)),
+    )
+    too_big = pc.greater(pc.utf8_length(pc.utf8_ltrim(units, "0")), MAX_AMOUNT_DIGITS)
+    bad = pc.or_(pc.invert(matched), too_big)
+    extra_precision = pc.and_(matched, pc.invert(pc.match_substring_regex(fraction, r"^[0-9]{0,2}0*$")))
+    usable = pc.and_(pc.invert(bad), pc.invert(extra_precision))
+    units = pc.if_else(usable, pc.if_else(pc.equal(units, ""), "0", units), "0")
+    fraction = pc.if_else(usable, pc.utf8_rpad(pc.utf8_slice_codeunits(fraction, 0, 2), 2, "0"), "00")
+    cents = pc.add(pc.multiply(pc.cast(units, pa.int64()), 100), pc.cast(fraction, pa.int64()))
+    return cents, bad, extra_precision
+
+
+def parse_amount(text: str) -> int:
+    """'12.50' → 1250, '-2.00' → -200 (whether a negative amount is acceptable is the caller's
+    rule), by the same grammar as the import's amounts; AmountError naming what is wrong."""
+    if not isinstance(text, str):
+        raise AmountError(f"amount {text!r} is not a number")
+    stripped = text.strip()
+    negative = stripped.startswith("-")
+    digits = stripped[1:] if negative else stripped
+    if digits.lstrip("+").lower() in ("nan", "inf", "infinity", "snan"):
+        raise AmountError(f"amount {text!r} is not a finite number")
+    cents, bad, extra_precision = (array[0].as_py() for array in parse_cents(pa.array([digits], pa.string())))
+    if extra_precision:
+        raise AmountError(f"amount {text!r} has more than 2 decimals")
+    if bad:
+        if re.fullmatch(AMOUNT, digits) and len(digits.split(".")[0].lstrip("0")) > MAX_AMOUNT_DIGITS:
+            raise AmountError(f"amount {text!r} is larger than 999999999.99")
+        raise AmountError(f"amount {text!r} is not a number (digits with an optional . and cents)")
+    return -cents if negative else cents

@@ -24,8 +24,8 @@ from ordersys_pipelines.db.schema import import_files, import_rejects, products
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError, resolve_inventory_layout
 from ordersys_pipelines.domain.imports.files import content_hash, partition_key
 from ordersys_pipelines.domain.imports.load import copy_rows, rejects_table
-from ordersys_pipelines.domain.imports.reader import CsvChunkReader, RawChunk, Reject
-from ordersys_pipelines.domain.imports.validate import LIMITS, Problems, amount_checks
+from ordersys_pipelines.domain.imports.reader import CONTROL_CHARACTERS, CsvChunkReader, RawChunk, Reject
+from ordersys_pipelines.domain.imports.validate import LIMITS, Problems, amount_checks, control_character
 
 MAX_STOCK = 10**12
 BATCH = 1000
@@ -98,6 +98,10 @@ def _apply_chunk(conn: Connection, file_id: int, chunk: RawChunk, layout, result
     def text(column: str) -> pa.Array | None:
         return pc.utf8_trim_whitespace(chunk.columns[layout.positions[column]]) if layout.has(column) else None
 
+    for column in ("sku", "name"):  # PostgreSQL cannot store a NUL, and none belongs in a name
+        if layout.has(column):
+            raw = chunk.columns[layout.positions[column]]
+            problems.add(pc.match_substring_regex(raw, CONTROL_CHARACTERS), control_character(column, raw))
     sku = text("sku")
     problems.add(pc.equal(pc.utf8_length(sku), 0), "sku is empty")
     problems.add(pc.greater(pc.utf8_length(sku), LIMITS["sku"]), f"sku is longer than {LIMITS['sku']} characters")

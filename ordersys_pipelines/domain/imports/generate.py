@@ -143,7 +143,7 @@ def generate_orders(
     bad_at = np.sort(rng.choice(rows, size=bad_rows, replace=False)) if bad_rows else np.array([], dtype=np.int64)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    written = orders = 0
+    written = orders = numbered = 0
     with open(out, "wb") as handle:
         handle.write((",".join(CANONICAL_COLUMNS) + "\n").encode())
         while written < rows:
@@ -152,7 +152,7 @@ def generate_orders(
             sizes = rng.integers(1, 7, block)
             order_of_line = np.repeat(np.arange(len(sizes)), sizes)[:block]
             n_orders = int(order_of_line[-1]) + 1
-            order_numbers = orders + np.arange(n_orders)
+            order_numbers = numbered + np.arange(n_orders)
             # Chronological, like a real export: each block covers its share of the year.
             order_times = np.sort(
                 start_s + (written + rng.random(n_orders) * block) / max(rows, 1) * span_s
@@ -176,10 +176,17 @@ def generate_orders(
             }
             in_block = bad_at[(bad_at >= written) & (bad_at < written + block)] - written
             if len(in_block):
+                # A bad line rejects its whole order: each stands in an order of its own, so each
+                # is exactly one reject.
+                mask = np.zeros(block, dtype=bool)
+                mask[in_block] = True
+                own_refs = pa.array([f"ORD-{seed}-BAD-{written + int(row)}" for row in in_block], pa.string())
+                columns["order_ref"] = pc.replace_with_mask(columns["order_ref"], pa.array(mask), own_refs)
                 columns = _spoil(columns, in_block, first_kind=int(np.searchsorted(bad_at, written)))
             handle.write(_csv_lines([columns[name] for name in CANONICAL_COLUMNS]))
             written += block
-            orders += n_orders
+            numbered += n_orders
+            orders += len(pc.unique(columns["order_ref"]))
     return GeneratedFile(path=out, rows=rows, orders=orders, bad_rows=bad_rows, customers=customer_count)
 
 

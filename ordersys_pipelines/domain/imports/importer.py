@@ -1,9 +1,10 @@
 """Import one order file: stream → validate → stage chunk by chunk → merge once.
 
 State lives in `import_files` (one row per content hash): `importing` while chunks are being
-staged, then `completed` (or `failed`: unreadable, or every row rejected). A run that dies while
-`importing` leaves its committed chunks behind; the next run resumes after the last line they
-hold. A `completed` file is never imported twice, whatever its name.
+staged, then `completed` (or `failed`: unreadable, every row rejected, or an unexpected error
+that ended its run, with the cause in one line in `error`). A run killed while `importing`, or
+failed by an unexpected error, leaves its committed chunks behind; the next run resumes after
+the last line they hold. A `completed` file is never imported twice, whatever its name.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, select, union_all, update
+from sqlalchemy import Engine, delete, exists, func, select, union_all, update
 
 from ordersys_pipelines.db.dialect import insert_new, lock_rows
 from ordersys_pipelines.db.engine import utcnow
@@ -30,6 +31,7 @@ from ordersys_pipelines.domain.imports.csv_format import (
 from ordersys_pipelines.domain.imports.files import content_hash, partition_key
 from ordersys_pipelines.domain.imports.load import load_chunk
 from ordersys_pipelines.domain.imports.merge import mark_completed, merge_file
+from ordersys_pipelines.domain.imports.originals import quote_original_text
 from ordersys_pipelines.domain.imports.reader import CsvChunkReader, RawChunk
 from ordersys_pipelines.domain.imports.validate import ValidationOptions, validate_chunk
 
@@ -64,6 +66,9 @@ class ImportResult:
     status: str  # completed | failed
     already_imported: bool = False
     rows_read: int = 0
+    physical_lines: int = 0  # data lines of the file, counted from its bytes
+    blank_lines: int = 0
+    continued_lines: int = 0  # further lines of rows whose quoted values span several lines
     lines_imported: int = 0
     orders: int = 0
     new_customers: int = 0
@@ -76,6 +81,15 @@ class ImportResult:
     error: str | None = None
     ignored_columns: list[str] = field(default_factory=list)
     sample_rejects: list[tuple[int, str, str]] = field(default_factory=list)  # line, reason, raw text
+
+    @property
+    def lines_balanced(self) -> bool:
+        """Nothing vanished: every physical line is part of a row or blank, and every row is
+        an imported line or a reject."""
+        # Files imported before the line counts were kept have none (0 lines for >0 rows).
+        lines_counted = self.physical_lines > 0 or self.rows_read == 0
+        lines_add_up = self.physical_lines == self.rows_read + self.blank_lines + self.continued_lines
+        return (lines_add_up or not lines_counted) and self.rows_read == self.lines_imported + self.rejected
 
     @property
     def rows_per_second(self) -> float:
@@ -151,13 +165,20 @@ def import_order_file(
     except ImportSuperseded:
         raise
     except Exception as exc:
-        _note_error(engine, file_id, run_id, f"{type(exc).__name__}: {exc}")
+        _note_error(engine, file_id, run_id, describe_error(exc))
         raise
 
     try:
         with engine.begin() as conn:
             _assert_owner(conn, file_id, run_id)
+            first_merge_reject = _next_reject_id(conn)
             counts = merge_file(conn, file_id, default_stock=options.default_stock)
+            quote_original_text(conn, file_id, first_merge_reject, path, options.encoding)
+            conn.execute(
+                update(import_files).where(import_files.c.id == file_id).values(
+                    physical_lines=reader.physical_lines, blank_lines=reader.blank_lines,
+                    continued_lines=reader.continued_lines)
+            )
             rows_read = conn.execute(select(import_files.c.rows_read).where(import_files.c.id == file_id)).scalar_one()
             error = None
             status = "completed"
@@ -167,7 +188,7 @@ def import_order_file(
     except ImportSuperseded:
         raise
     except Exception as exc:  # the merge rolled back; the staged chunks wait for the next run
-        _note_error(engine, file_id, run_id, f"{type(exc).__name__}: {exc}")
+        _note_error(engine, file_id, run_id, describe_error(exc))
         raise
 
     result = _result_from_row(engine, file_id)
@@ -235,13 +256,15 @@ def _claim_file(engine: Engine, digest: str, name: str, key: str, run_id: str):
             raise CsvFormatError(f"this content was loaded as a catalog file ({row.original_name}), not as orders")
         if row.status == "completed":
             return row
-        if row.status == "failed":
+        if row.status == "failed" and not _has_staged_rows(conn, row.id):
             # Failed as a whole (bad header, every row rejected ...): start again from scratch,
-            # perhaps with other options this time.
+            # perhaps with other options this time. A run that failed while staging (staged
+            # rows wait) resumes like an interrupted one.
             conn.execute(delete(import_rejects).where(import_rejects.c.file_id == row.id))
             conn.execute(delete(import_staging).where(import_staging.c.file_id == row.id))
             reset = dict(rows_read=0, rejected_rows=0, chunks_committed=0, lines_imported=0, orders_imported=0,
-                         new_customers=0, new_products=0, finished_at=None)
+                         new_customers=0, new_products=0, physical_lines=0, blank_lines=0, continued_lines=0,
+                         finished_at=None)
         else:
             reset = {}
         conn.execute(
@@ -285,16 +308,48 @@ def _after_line(chunk: RawChunk, line: int) -> RawChunk | None:
 
 
 def _fail(engine: Engine, file_id: int, run_id: str, error: str) -> None:
+    """The file cannot be read as a whole: nothing of it is kept to resume from."""
     with engine.begin() as conn:
-        conn.execute(
+        owned = conn.execute(
             update(import_files)
             .where(import_files.c.id == file_id, import_files.c.run_id == run_id)
             .values(status="failed", error=error, finished_at=utcnow())
+        ).rowcount
+        if owned:
+            conn.execute(delete(import_staging).where(import_staging.c.file_id == file_id))
+
+
+def _has_staged_rows(conn, file_id: int) -> bool:
+    return conn.execute(select(exists().where(import_staging.c.file_id == file_id))).scalar()
+
+
+def _next_reject_id(conn) -> int:
+    return (conn.execute(select(func.max(import_rejects.c.id))).scalar() or 0) + 1
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error in one line an operator can read: a database error by the driver's own message
+    (without the statement and its parameters), anything else by its type and first line."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    text = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def mark_run_failed(engine: Engine, run_id: str, cause: str) -> None:
+    """The run importing a file ended with an unexpected error: the file is `failed` with the
+    cause (its committed chunks stay, so a rerun resumes after them)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(import_files)
+            .where(import_files.c.run_id == run_id, import_files.c.status == "importing")
+            .values(status="failed", error=cause[:2000], finished_at=utcnow())
         )
 
 
 def _note_error(engine: Engine, file_id: int, run_id: str, error: str) -> None:
-    """An unexpected error leaves the file `importing` (the next run resumes) but says why."""
+    """An unexpected error leaves the file `importing` (a kill leaves it so too; the next run
+    resumes) but says why; the run that ends with it marks the file failed (mark_run_failed)."""
     with engine.begin() as conn:
         conn.execute(
             update(import_files)
@@ -327,6 +382,9 @@ def _result_from_row(engine: Engine, file_id: int, *, already_imported: bool = F
         status=row.status,
         already_imported=already_imported,
         rows_read=row.rows_read,
+        physical_lines=row.physical_lines,
+        blank_lines=row.blank_lines,
+        continued_lines=row.continued_lines,
         lines_imported=row.lines_imported,
         orders=row.orders_imported,
         new_customers=row.new_customers,

@@ -20,7 +20,7 @@ import pyarrow.csv as pa_csv
 from sqlalchemy import Connection, Engine, Table, update
 
 from ordersys_pipelines.db.schema import import_files, import_rejects, import_staging
-from ordersys_pipelines.domain.imports.reader import Reject
+from ordersys_pipelines.domain.imports.reader import CONTROL_CHARACTER, Reject
 from ordersys_pipelines.domain.imports.validate import STAGING_SCHEMA
 
 STAGING_COLUMNS = ["file_id", *STAGING_SCHEMA.names]
@@ -116,13 +116,27 @@ def _load_data_local(conn: Connection, table: Table, rows: pa.Table) -> None:
         os.unlink(path)
 
 
+# What a reject keeps of a line's text: MariaDB's TEXT holds 64 KB, and a reason is for reading.
+MAX_RAW_TEXT = 10_000
+
+
+def printable(text: str, limit: int = MAX_RAW_TEXT) -> str:
+    """Text as a reject stores it: control characters (NUL, which PostgreSQL cannot store in
+    text, and the others) written as \\xNN, and cut to `limit` characters with a note."""
+    text = CONTROL_CHARACTER.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+    return text
+
+
 def rejects_table(file_id: int, rejects: list[Reject]) -> pa.Table:
     return pa.table(
         {
             "file_id": pa.array([file_id] * len(rejects), pa.int64()),
             "line_number": pa.array([r.line_number for r in rejects], pa.int64()),
-            "raw_text": pa.array([r.raw_text for r in rejects], pa.string()),
-            "reason": pa.array([r.reason for r in rejects], pa.string()),
+            "order_ref": pa.array([r.order_ref for r in rejects], pa.string()),
+            "raw_text": pa.array([printable(r.raw_text) for r in rejects], pa.string()),
+            "reason": pa.array([printable(r.reason) for r in rejects], pa.string()),
         }
     )
 

@@ -5,10 +5,13 @@ orders appear (and the file is `completed`, which is what makes its orders eligi
 workflow) or none do. So the lines of one order are imported together even when they lie far
 apart in the file or straddle chunks.
 
-An order_ref that an earlier file brought in is replaced (header and lines) while that order is
-still `created`; once it has moved on, this file's lines for it are rejected naming the order
-and its state. Lines of one order_ref that name different customers are rejected too, because
-either choice would attribute goods to the wrong customer.
+Orders are all-or-nothing. A whole order is rejected, every line with a reason naming why,
+when one of its lines was rejected while staging; when its lines disagree on what is one value
+per order (the customer, the order date: either choice would import an order the file does not
+say; names may differ, since an order holds none); when its total does not fit 64-bit cents.
+An order_ref that an earlier file brought in is replaced (header and lines) while that order
+is still `created`; once it has moved on, this file's lines for it are rejected naming the
+order and its state.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     and_,
     delete,
@@ -46,12 +50,19 @@ from ordersys_pipelines.db.schema import (
     products,
 )
 from ordersys_pipelines.db.types import TABLE_OPTIONS, Timestamp
+from ordersys_pipelines.domain.money import plain
 
 _temp = MetaData()
+
+
+def _temporary(name: str, *columns: Column) -> Table:
+    """A temporary table of the merge, keyed by order_ref (dropped at commit / after the merge)."""
+    return Table(name, _temp, *columns, prefixes=["TEMPORARY"], postgresql_on_commit="DROP", **TABLE_OPTIONS)
+
+
 # One row per order_ref of the file being merged (dropped at commit / after the merge).
-file_orders = Table(
+file_orders = _temporary(
     "tmp_import_orders",
-    _temp,
     Column("order_ref", String(100), nullable=False),
     Column("order_date", Timestamp, nullable=False),
     Column("customer_email", String(320)),
@@ -59,22 +70,24 @@ file_orders = Table(
     Column("customer_name", String(200), nullable=False),
     Column("key_min", String(320)),
     Column("key_max", String(320)),
+    Column("date_max", Timestamp, nullable=False),
     Column("total_cents", BigInteger, nullable=False),
-    prefixes=["TEMPORARY"],
-    postgresql_on_commit="DROP",
-    **TABLE_OPTIONS,
 )
 # The ids of the orders this merge inserted or replaced, so the lines join a table the size of
 # the file rather than all of `orders`.
-file_order_ids = Table(
+file_order_ids = _temporary(
     "tmp_import_order_ids",
-    _temp,
     Column("order_ref", String(100), nullable=False),
     Column("order_id", BigInteger, nullable=False),
-    prefixes=["TEMPORARY"],
-    postgresql_on_commit="DROP",
-    **TABLE_OPTIONS,
 )
+# Orders of the file rejected whole, with the reason every one of their lines gets.
+rejected_orders = _temporary(
+    "tmp_import_rejected_orders",
+    Column("order_ref", String(100), nullable=False),
+    Column("reason", Text, nullable=False),
+)
+# The largest total an order may have: what a signed 64-bit column of cents holds.
+MAX_TOTAL_CENTS = 2**63 - 1
 
 
 # On MySQL the same tables with a key on order_ref: MariaDB plans no hash joins by default, so
@@ -90,7 +103,7 @@ _MYSQL_TEMP_TABLES = {
         prefixes=["TEMPORARY"],
         **TABLE_OPTIONS,
     )
-    for table in (file_orders, file_order_ids)
+    for table in (file_orders, file_order_ids, rejected_orders)
 }
 
 
@@ -104,7 +117,8 @@ class MergeCounts:
 
 
 def _staged_text():
-    """A staged row written back as CSV-like text, for rejects found at merge time."""
+    """A staged row written back as CSV-like text, for rejects found at merge time: a stand-in
+    that `originals.quote_original_text` replaces with the file's own line in the same transaction."""
     s = import_staging.c
     parts = [
         s.order_ref, func.cast(s.order_date, String), func.coalesce(s.customer_email, s.customer_ref),
@@ -132,6 +146,72 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
     else:
         _drop_temp_tables(conn)
 
+    # Orders with a line rejected while staging, or with a total beyond 64-bit cents, go first.
+    _create_temp_table(conn, rejected_orders)
+    r = import_rejects.c
+    first_rejected = (
+        select(r.order_ref, func.min(r.line_number).label("line"))
+        .where(r.file_id == file_id, r.order_ref.is_not(None))
+        .group_by(r.order_ref)
+        .subquery()
+    )
+    conn.execute(insert(rejected_orders).from_select(
+        ["order_ref", "reason"],
+        select(
+            first_rejected.c.order_ref,
+            literal("order ") + first_rejected.c.order_ref + literal(" is not imported: its line ")
+            + func.cast(first_rejected.c.line, String) + literal(" was rejected"),
+        ).where(exists().where(staged, s.c.order_ref == first_rejected.c.order_ref)),
+    ))
+    counts.rejected += _reject_orders(conn, file_id, merging=False)
+    too_large = _orders_over_max_total(conn, file_id)
+    if too_large:
+        conn.execute(insert(rejected_orders), [
+            {"order_ref": ref, "reason": f"order {ref} is not imported: its total exceeds the largest amount "
+                                         f"({plain(MAX_TOTAL_CENTS)})"}
+            for ref in too_large
+        ])
+    counts.rejected += _reject_orders(conn, file_id, merging=False)
+
+    # The file's orders: date, total of all lines, and the ranges of what must be one value.
+    _create_temp_table(conn, file_orders)
+    customer_key = func.coalesce(s.c.customer_email, s.c.customer_ref)
+    conn.execute(
+        insert(file_orders).from_select(
+            ["order_ref", "order_date", "customer_email", "customer_ref", "customer_name", "key_min", "key_max",
+             "date_max", "total_cents"],
+            select(
+                s.c.order_ref, func.min(s.c.order_date), func.min(s.c.customer_email), func.min(s.c.customer_ref),
+                func.max(s.c.customer_name), func.min(customer_key),
+                func.max(customer_key), func.max(s.c.order_date), func.sum(s.c.quantity * s.c.unit_price_cents),
+            )
+            .where(staged)
+            .group_by(s.c.order_ref),
+        )
+    )
+    if pg:
+        conn.exec_driver_sql("ANALYZE tmp_import_orders")
+    t = file_orders.c
+    joined = and_(staged, s.c.order_ref == t.order_ref)
+
+    # Lines of one order that disagree on the customer or the order date. Names may differ
+    # ("Ann", "Ann Smith"): an order holds no name, and the customer is keyed by e-mail.
+    def seconds(column):  # 'YYYY-MM-DD HH:MM:SS' on every database
+        return func.substr(func.cast(column, String), 1, 19)
+
+    disagreements = (
+        (t.key_min != t.key_max, literal(" has lines for different customers (") + t.key_min + literal(", ")
+         + t.key_max + literal("); none of its lines were imported")),
+        (t.order_date != t.date_max, literal(" has lines with different order dates (") + seconds(t.order_date)
+         + literal(", ") + seconds(t.date_max) + literal(" UTC); none of its lines were imported")),
+    )
+    for disagree, reason in disagreements:  # one round each: an order gets the first reason
+        if conn.execute(select(exists().where(disagree))).scalar():
+            conn.execute(insert(rejected_orders).from_select(
+                ["order_ref", "reason"], select(t.order_ref, literal("order ") + t.order_ref + reason).where(disagree)
+            ))
+            counts.rejected += _reject_orders(conn, file_id, merging=True)
+
     # Products first seen here start with the default stock.
     statement = insert_new(conn, products, [products.c.sku]).from_select(
         ["sku", "name", "price_cents", "stock", "reserved", "created_at", "updated_at"],
@@ -143,36 +223,6 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
         .group_by(s.c.sku),
     )
     counts.new_products = _rowcount(conn, statement)
-
-    # The file's orders: date of the earliest line, total of all lines, and the customer key range.
-    _create_temp_table(conn, file_orders)
-    customer_key = func.coalesce(s.c.customer_email, s.c.customer_ref)
-    conn.execute(
-        insert(file_orders).from_select(
-            ["order_ref", "order_date", "customer_email", "customer_ref", "customer_name", "key_min", "key_max",
-             "total_cents"],
-            select(
-                s.c.order_ref, func.min(s.c.order_date), func.min(s.c.customer_email), func.min(s.c.customer_ref),
-                func.max(s.c.customer_name), func.min(customer_key), func.max(customer_key),
-                func.sum(s.c.quantity * s.c.unit_price_cents),
-            )
-            .where(staged)
-            .group_by(s.c.order_ref),
-        )
-    )
-    if pg:
-        conn.exec_driver_sql("ANALYZE tmp_import_orders")
-    t = file_orders.c
-    joined = and_(staged, s.c.order_ref == t.order_ref)
-
-    mixed = t.key_min != t.key_max
-    if conn.execute(select(exists().where(mixed))).scalar():
-        reason = (
-            literal("order ") + t.order_ref + literal(" has lines for different customers (") + t.key_min
-            + literal(", ") + t.key_max + literal("); none of its lines were imported")
-        )
-        counts.rejected += _reject(conn, file_id, select(s.c.line_number, _staged_text(), reason).where(joined, mixed))
-        conn.execute(delete(file_orders).where(mixed))
 
     # Customers (from the file's orders, a quarter of its lines), keyed by e-mail, or by the
     # shop's customer id in files without e-mail.
@@ -200,7 +250,7 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
             + literal("; its lines can no longer be replaced")
         )
         counts.rejected += _reject(
-            conn, file_id, select(s.c.line_number, _staged_text(), reason)
+            conn, file_id, select(s.c.line_number, _staged_text(), reason, s.c.order_ref)
             .select_from(s.join(file_orders, joined).join(orders, moved_on))
             .where(staged)
         )
@@ -269,13 +319,33 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
     return counts
 
 
+def _reject_orders(conn: Connection, file_id: int, *, merging: bool) -> int:
+    """Reject every staged line of the orders in `rejected_orders` with the order's reason and
+    take them out of the merge (and of `file_orders` once it exists); then empty the table."""
+    s, bad = import_staging.c, rejected_orders.c
+    if not conn.execute(select(exists().select_from(rejected_orders))).scalar():
+        return 0
+    rejected = _reject(
+        conn, file_id,
+        select(s.line_number, _staged_text(), bad.reason, s.order_ref)
+        .select_from(import_staging.join(rejected_orders, bad.order_ref == s.order_ref))
+        .where(s.file_id == file_id),
+    )
+    refs = select(bad.order_ref)
+    conn.execute(delete(import_staging).where(s.file_id == file_id, s.order_ref.in_(refs)))
+    if merging:
+        conn.execute(delete(file_orders).where(file_orders.c.order_ref.in_(refs)))
+    conn.execute(delete(rejected_orders))
+    return rejected
+
+
 def _create_temp_table(conn: Connection, table: Table) -> None:
     (_MYSQL_TEMP_TABLES[table.name] if is_mysql(conn) else table).create(conn)
 
 
 def _drop_temp_tables(conn: Connection) -> None:
     """PostgreSQL drops them at commit; elsewhere they live as long as the pooled connection."""
-    for table in (file_order_ids, file_orders):
+    for table in (file_order_ids, file_orders, rejected_orders):
         if is_mysql(conn):  # TEMPORARY: never drops a real table, and no implicit commit
             conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
         else:
@@ -300,9 +370,27 @@ def _clear_staging(conn: Connection, file_id: int) -> None:
 
 
 def _reject(conn: Connection, file_id: int, rows) -> int:
-    """Insert (line_number, raw_text, reason) rows of `rows` as rejects of the file."""
+    """Insert (line_number, raw_text, reason, order_ref) rows of `rows` as rejects of the file."""
     source = rows.add_columns(literal(file_id, BigInteger).label("file_id"))
-    return _rowcount(conn, insert(import_rejects).from_select(["line_number", "raw_text", "reason", "file_id"], source))
+    return _rowcount(conn, insert(import_rejects).from_select(
+        ["line_number", "raw_text", "reason", "order_ref", "file_id"], source))
+
+
+def _orders_over_max_total(conn: Connection, file_id: int) -> list[str]:
+    """The file's order_refs whose lines add up to more than MAX_TOTAL_CENTS. PostgreSQL and
+    MariaDB sum BIGINTs exactly (NUMERIC, DECIMAL); SQLite's sum() fails on overflow, so its
+    float total() picks the candidates and their lines are added up exactly here."""
+    s = import_staging.c
+    line_total = s.quantity * s.unit_price_cents
+    by_order = select(s.order_ref).where(s.file_id == file_id).group_by(s.order_ref)
+    if conn.dialect.name != "sqlite":
+        return list(conn.execute(by_order.having(func.sum(line_total) > MAX_TOTAL_CENTS)).scalars())
+    over = []
+    for ref in conn.execute(by_order.having(func.total(line_total) > float(2**62))).scalars().all():
+        totals = conn.execute(select(line_total).where(s.file_id == file_id, s.order_ref == ref)).scalars()
+        if sum(totals) > MAX_TOTAL_CENTS:
+            over.append(ref)
+    return over
 
 
 def _rowcount(conn: Connection, statement) -> int:

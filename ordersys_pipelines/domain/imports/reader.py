@@ -7,6 +7,11 @@ lines plus the lines of every record before it, counted from the newlines inside
 (vectorized). Records with the wrong number of fields are reported by pyarrow's invalid-row
 handler with their record number (it is known because parsing is single-threaded) and become
 rejects at their own line. Chunk k holds the same rows on every run of the same file.
+
+A record that spans several lines and is rejected (most often a quote that opens and never
+closes, swallowing the lines after it) becomes one reject per physical line, each naming where
+the quote opened. The file's physical lines are counted from its bytes as they stream through,
+so the import can prove that every line is a row, a blank line or part of a quoted value.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +31,12 @@ import pyarrow.csv as pa_csv
 
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 
+LONE_CR = re.compile(rb"(?<=\r)(?!\n)")
+# C0 controls other than tab, newline and carriage return, DEL and the C1 controls (a
+# windows-1252 file read as latin-1 shows its € and quotes as those). The same pattern in
+# Python's re and pyarrow's RE2.
+CONTROL_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+CONTROL_CHARACTER = re.compile(CONTROL_CHARACTERS)
 # Small blocks: pyarrow reads a few blocks ahead, and memory is what stays flat, not speed.
 BLOCK_SIZE = 1 << 18
 
@@ -34,6 +46,7 @@ class Reject:
     line_number: int
     raw_text: str
     reason: str
+    order_ref: str | None = None  # the order the line belongs to, when it can be told
 
 
 @dataclass
@@ -83,6 +96,21 @@ class _TextFile(io.RawIOBase):
         self._pending = b""
         self._eof = False
         self.bytes_read = 0
+        self.line_ends = 0  # \n, \r\n and lone \r, as pyarrow ends lines
+        self._last = b""
+
+    def physical_lines(self) -> int:
+        """Lines of the whole text (after it was read to the end): a last line without a line end counts."""
+        return self.line_ends + (1 if self._last not in (b"", b"\n", b"\r") else 0)
+
+    def _count_line_ends(self, data: bytes) -> None:
+        if not data:
+            return
+        ends = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+        if self._last == b"\r" and data[:1] == b"\n":
+            ends -= 1  # the \r\n straddles two blocks: one line end, counted with the \r
+        self.line_ends += ends
+        self._last = data[-1:]
 
     def readable(self) -> bool:
         return True
@@ -99,6 +127,7 @@ class _TextFile(io.RawIOBase):
                 self.bytes_read += len(block)
                 self._eof = not block
                 self._pending = self._decoder.decode(block, final=self._eof).encode("utf-8")
+                self._count_line_ends(self._pending)
                 continue
             n = min(len(view) - filled, len(self._pending))
             view[filled:filled + n] = self._pending[:n]
@@ -126,7 +155,9 @@ def read_header(path: Path, encoding: str = "utf-8") -> tuple[list[str], int]:
 
     def lines(raw):
         for line in raw:
-            yield decoder.decode(line)
+            for part in LONE_CR.split(line):  # files that end lines with a lone \r
+                if part:
+                    yield decoder.decode(part)
 
     try:
         with open(path, "rb") as raw:
@@ -137,6 +168,8 @@ def read_header(path: Path, encoding: str = "utf-8") -> tuple[list[str], int]:
         raise CsvFormatError(
             f"the header is not valid {encoding} text (give the file's encoding with --encoding)"
         ) from None
+    except csv.Error as exc:
+        raise CsvFormatError(f"the header line cannot be read as CSV: {exc}") from None
     if header is None:
         raise CsvFormatError("the file is empty (no header line)")
     if not any(name.strip() for name in header):
@@ -145,7 +178,11 @@ def read_header(path: Path, encoding: str = "utf-8") -> tuple[list[str], int]:
 
 
 class CsvChunkReader:
-    """Iterate a CSV file as RawChunks of exactly `chunk_rows` rows (the last may be shorter)."""
+    """Iterate a CSV file as RawChunks of exactly `chunk_rows` rows (the last may be shorter).
+
+    After the last chunk: `physical_lines` (data lines counted from the bytes), `blank_lines`
+    (skipped) and `continued_lines` (the further lines of rows whose quoted values run over
+    several lines), so that physical_lines = rows + blank_lines + continued_lines."""
 
     def __init__(self, path: Path, *, chunk_rows: int, encoding: str = "utf-8", block_size: int = BLOCK_SIZE):
         self.path = Path(path)
@@ -154,54 +191,90 @@ class CsvChunkReader:
         self.block_size = block_size
         self.header, self.header_lines = read_header(self.path, encoding)
         self._file: _TextFile | None = None
+        self.physical_lines = 0
+        self.blank_lines = 0
+        self.continued_lines = 0
 
     @property
     def bytes_read(self) -> int:
         return self._file.bytes_read if self._file else 0
 
     def _batches(self, skips: list) -> Iterator[pa.RecordBatch]:
+        """The file's record batches. A record longer than pyarrow's block cannot be parsed
+        ("straddles two block boundaries"): the file is then read again with larger blocks,
+        skipping what was already handed out, so a huge value costs memory only while needed."""
+        block_size = self.block_size
+        delivered = 0  # good rows handed out so far
+        while True:
+            known_skips = skips[-1].number if skips else 0
+            try:
+                yield from self._batches_from(block_size, skips, known_skips, delivered)
+                self.physical_lines = self._file.physical_lines() - self.header_lines
+                return
+            except _RecordTooLong as exc:
+                delivered = exc.delivered
+                if block_size >= MAX_BLOCK_SIZE:
+                    raise CsvFormatError(
+                        f"a row after the first {exc.delivered:,} rows is longer than "
+                        f"{MAX_BLOCK_SIZE / 2**20:g} MB, the most one row may hold"
+                    ) from None
+                block_size = min(block_size * 8, MAX_BLOCK_SIZE)
+
+    def _batches_from(self, block_size: int, skips: list, known_skips: int, delivered: int):
         names = [f"c{i}" for i in range(len(self.header))]
         codec = _python_codec(self.encoding)
 
         def on_invalid_row(row) -> str:
-            skips.append(row)
+            if row.number > known_skips:  # a second pass reports the first pass's rows again
+                skips.append(row)
             return "skip"
 
         self._file = _TextFile(open(self.path, "rb"), codec)
+        to_drop = delivered
         try:
-            reader = pa_csv.open_csv(
-                self._file,
-                read_options=pa_csv.ReadOptions(
-                    skip_rows=1,
-                    column_names=names,
-                    block_size=self.block_size,
-                    # Single-threaded parsing numbers the records the invalid-row handler reports.
-                    use_threads=False,
-                ),
-                parse_options=pa_csv.ParseOptions(
-                    newlines_in_values=True,
-                    ignore_empty_lines=False,  # blank lines must still count as lines
-                    invalid_row_handler=on_invalid_row,
-                ),
-                convert_options=pa_csv.ConvertOptions(
-                    column_types=dict.fromkeys(names, pa.binary()),
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-        except pa.ArrowInvalid as exc:
-            self._file.close()
-            if "Empty CSV file" in str(exc):
-                return
-            raise CsvFormatError(f"the file cannot be read as CSV: {exc}") from None
-        try:
+            try:
+                reader = pa_csv.open_csv(
+                    self._file,
+                    read_options=pa_csv.ReadOptions(
+                        skip_rows=1,
+                        column_names=names,
+                        block_size=block_size,
+                        # Single-threaded parsing numbers the records the invalid-row handler reports.
+                        use_threads=False,
+                    ),
+                    parse_options=pa_csv.ParseOptions(
+                        newlines_in_values=True,
+                        ignore_empty_lines=False,  # blank lines must still count as lines
+                        invalid_row_handler=on_invalid_row,
+                    ),
+                    convert_options=pa_csv.ConvertOptions(
+                        column_types=dict.fromkeys(names, pa.binary()),
+                        strings_can_be_null=False,
+                        quoted_strings_can_be_null=False,
+                    ),
+                )
+            except pa.ArrowInvalid as exc:
+                if "Empty CSV file" in str(exc):
+                    return
+                if _straddles(exc):
+                    raise _RecordTooLong(delivered) from None
+                raise CsvFormatError(f"the file cannot be read as CSV: {exc}") from None
             while True:
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
                     return
                 except pa.ArrowInvalid as exc:
+                    if _straddles(exc):
+                        raise _RecordTooLong(delivered) from None
                     raise CsvFormatError(f"the file cannot be read as CSV: {exc}") from None
+                if to_drop:
+                    if batch.num_rows <= to_drop:
+                        to_drop -= batch.num_rows
+                        continue
+                    batch = batch.slice(to_drop)
+                    to_drop = 0
+                delivered += batch.num_rows
                 yield batch
         finally:
             self._file.close()
@@ -215,7 +288,7 @@ class CsvChunkReader:
         span_before = 0  # physical lines of the good rows so far
         first_line = self.header_lines + 1
 
-        pending: list[tuple[list[pa.Array], np.ndarray]] = []
+        pending: list[tuple[list[pa.Array], np.ndarray, np.ndarray]] = []  # columns, lines, spans
         pending_rows = 0
         pending_malformed: list[Reject] = []
         index = 0
@@ -226,12 +299,23 @@ class CsvChunkReader:
                 skip_e.append(skips[j].number - 2 - j)
                 skip_span_cum.append(skip_span_cum[-1] + 1 + skips[j].text.count("\n"))
 
+        def take_chunk(count: int) -> RawChunk:
+            nonlocal pending, pending_rows, pending_malformed, index
+            columns, lines, spans, pending, pending_rows = _take_rows(pending, count)
+            last_line = int(lines[-1])
+            malformed = [r for r in pending_malformed if r.line_number < last_line]
+            pending_malformed = [r for r in pending_malformed if r.line_number >= last_line]
+            self.continued_lines += int(spans.sum()) - len(spans)
+            chunk = self._chunk(index, columns, lines, malformed)
+            index += 1
+            return chunk
+
         for batch in self._batches(skips):
             absorb_new_skips()
             n = batch.num_rows
             spans = np.ones(n, dtype=np.int64)
             for column in batch.columns:
-                spans += pc.count_substring(column, "\n").to_numpy(zero_copy_only=False)
+                spans += _line_ends(column)
             before = np.concatenate(([0], np.cumsum(spans)[:-1])) if n else spans
             k = emitted + np.arange(n)
             e = np.asarray(skip_e, dtype=np.int64)
@@ -241,7 +325,7 @@ class CsvChunkReader:
             while assigned < len(skips) and skip_e[assigned] < emitted + n:
                 offset = skip_e[assigned] - emitted
                 line = first_line + span_before + int(before[offset]) + skip_span_cum[assigned]
-                pending_malformed.append(_malformed(skips[assigned], line))
+                pending_malformed.extend(_malformed(skips[assigned], line))
                 assigned += 1
             emitted += n
             span_before += int(spans.sum())
@@ -249,32 +333,38 @@ class CsvChunkReader:
             columns = list(batch.columns)
             blank = _blank_rows(columns, n)
             if blank.any():
+                self.blank_lines += int(spans[blank].sum())
                 keep = pa.array(~blank)
                 columns = [c.filter(keep) for c in columns]
                 lines = lines[~blank]
+                spans = spans[~blank]
             if len(lines):
-                pending.append((columns, lines))
+                pending.append((columns, lines, spans))
                 pending_rows += len(lines)
-            while pending_rows >= self.chunk_rows:
-                chunk_columns, chunk_lines, pending, pending_rows = _take_rows(pending, self.chunk_rows)
-                last_line = int(chunk_lines[-1])
-                malformed = [r for r in pending_malformed if r.line_number < last_line]
-                pending_malformed = [r for r in pending_malformed if r.line_number >= last_line]
-                yield self._chunk(index, chunk_columns, chunk_lines, malformed)
-                index += 1
+            # Strictly more than a chunk: the file's last row stays pending until the end is
+            # known (a quote that never closes makes it swallow the lines after it).
+            while pending_rows > self.chunk_rows:
+                yield take_chunk(self.chunk_rows)
 
         absorb_new_skips()
         while assigned < len(skips):
             line = first_line + span_before + skip_span_cum[assigned]
-            pending_malformed.append(_malformed(skips[assigned], line))
+            pending_malformed.extend(_malformed(skips[assigned], line))
             assigned += 1
-        if pending_rows or pending_malformed:
-            if pending_rows:
-                chunk_columns, chunk_lines, _, _ = _take_rows(pending, pending_rows)
-            else:
-                chunk_columns = [pa.array([], pa.binary()) for _ in self.header]
-                chunk_lines = np.array([], dtype=np.int64)
-            yield self._chunk(index, chunk_columns, chunk_lines, pending_malformed)
+        if pending_rows and int(pending[-1][2][-1]) > 1:
+            last_line = int(pending[-1][1][-1])
+            absorbed = _unclosed_quote_lines(self.path, self.encoding, last_line)
+            if absorbed is not None:
+                pending, pending_rows = _drop_last_row(pending)
+                pending_malformed.extend(_absorbed_rejects(absorbed, last_line, "the end of the file"))
+                pending_malformed.sort(key=lambda r: r.line_number)
+        while pending_rows > self.chunk_rows:
+            yield take_chunk(self.chunk_rows)
+        if pending_rows:
+            yield take_chunk(pending_rows)
+        if pending_malformed:  # malformed lines after the last good row
+            empty = [pa.array([], pa.binary()) for _ in self.header]
+            yield self._chunk(index, empty, np.array([], dtype=np.int64), pending_malformed)
 
     def _chunk(self, index: int, columns: list[pa.Array], lines: np.ndarray, malformed: list[Reject]) -> RawChunk:
         label = "UTF-8" if _python_codec(self.encoding) == "utf-8" else self.encoding
@@ -282,12 +372,77 @@ class CsvChunkReader:
         return RawChunk(index=index, columns=decoded, line_numbers=lines, utf8_errors=errors, malformed=malformed)
 
 
-def _malformed(row, line: int) -> Reject:
-    return Reject(
-        line_number=line,
-        raw_text=row.text,
-        reason=f"expected {row.expected_columns} fields, found {row.actual_columns}",
-    )
+# A record must fit in one block; blocks grow up to this for records with huge values.
+MAX_BLOCK_SIZE = 1 << 28
+
+
+class _RecordTooLong(Exception):
+    """pyarrow met a record longer than its block after `delivered` good rows."""
+
+    def __init__(self, delivered: int):
+        super().__init__(delivered)
+        self.delivered = delivered
+
+
+def _straddles(exc: Exception) -> bool:
+    return "straddl" in str(exc)
+
+
+def _line_ends(column: pa.Array) -> np.ndarray:
+    """Line ends inside each value (\n, \r\n or a lone \r), as they count as physical lines."""
+    ends = pc.count_substring(column, "\n").to_numpy(zero_copy_only=False)
+    returns = pc.count_substring(column, "\r").to_numpy(zero_copy_only=False)
+    if returns.any():
+        ends = ends + returns - pc.count_substring(column, "\r\n").to_numpy(zero_copy_only=False)
+    return ends
+
+
+def _malformed(row, line: int) -> list[Reject]:
+    """A record of the wrong shape: one reject, or one per physical line when a quoted value
+    made it run over several lines (most often a quote that opens and never closes)."""
+    reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+    physical = row.text.split("\n")
+    if len(physical) == 1:
+        return [Reject(line_number=line, raw_text=row.text, reason=reason)]
+    last = line + len(physical) - 1
+    return _absorbed_rejects([text.rstrip("\r") for text in physical], line, f"line {last}", reason)
+
+
+def _absorbed_rejects(texts: list[str], line: int, until: str, reason: str | None = None) -> list[Reject]:
+    last = line + len(texts) - 1
+    opened = f"a quote opened on line {line} runs to {until}, so lines {line}-{last} were read as one row"
+    first = f"{opened}{': ' + reason if reason else ''}"
+    rest = f"swallowed by the quote opened on line {line} (lines {line}-{last} were read as one row)"
+    return [Reject(line_number=line + i, raw_text=text, reason=first if i == 0 else rest)
+            for i, text in enumerate(texts)]
+
+
+def _unclosed_quote_lines(path: Path, encoding: str, line: int) -> list[str] | None:
+    """The physical lines from `line` to the end when the record starting there opens a quote
+    that the file never closes (pyarrow takes such a value up to the end of the file)."""
+    codec = _python_codec(encoding)
+    with open(path, encoding="utf-8-sig" if codec == "utf-8" else codec, errors="replace", newline=None) as text:
+        tail = [physical for number, physical in enumerate(text, start=1) if number >= line]
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, MAX_BLOCK_SIZE))
+    try:
+        for _ in csv.reader(tail, strict=True):
+            pass
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            return [physical.rstrip("\n") for physical in tail]
+    finally:
+        csv.field_size_limit(previous)
+    return None
+
+
+def _drop_last_row(pending):
+    columns, lines, spans = pending[-1]
+    size = len(lines)
+    rest = pending[:-1]
+    if size > 1:
+        rest.append(([c.slice(0, size - 1) for c in columns], lines[:-1], spans[:-1]))
+    return rest, sum(len(item[1]) for item in rest)
 
 
 def _blank_rows(columns: list[pa.Array], n: int) -> np.ndarray:
@@ -299,28 +454,26 @@ def _blank_rows(columns: list[pa.Array], n: int) -> np.ndarray:
 
 
 def _take_rows(pending, count: int):
-    """The first `count` rows of the pending batches, and what remains."""
-    taken_columns: list[list[pa.Array]] = []
-    taken_lines: list[np.ndarray] = []
+    """The first `count` rows of the pending batches (columns, lines, spans), and what remains."""
+    taken: list[tuple[list[pa.Array], np.ndarray, np.ndarray]] = []
     need = count
     rest = []
-    for columns, lines in pending:
+    for columns, lines, spans in pending:
         if need == 0:
-            rest.append((columns, lines))
+            rest.append((columns, lines, spans))
             continue
         size = len(lines)
         if size <= need:
-            taken_columns.append(columns)
-            taken_lines.append(lines)
+            taken.append((columns, lines, spans))
             need -= size
         else:
-            taken_columns.append([c.slice(0, need) for c in columns])
-            taken_lines.append(lines[:need])
-            rest.append(([c.slice(need) for c in columns], lines[need:]))
+            taken.append(([c.slice(0, need) for c in columns], lines[:need], spans[:need]))
+            rest.append(([c.slice(need) for c in columns], lines[need:], spans[need:]))
             need = 0
-    merged = [pa.concat_arrays([cols[i] for cols in taken_columns]) for i in range(len(taken_columns[0]))]
-    remaining = sum(len(lines) for _, lines in rest)
-    return merged, np.concatenate(taken_lines), rest, remaining
+    merged = [pa.concat_arrays([cols[i] for cols, _, _ in taken]) for i in range(len(taken[0][0]))]
+    remaining = sum(len(lines) for _, lines, _ in rest)
+    return (merged, np.concatenate([t[1] for t in taken]), np.concatenate([t[2] for t in taken]), rest,
+            remaining)
 
 
 REPLACEMENT = "\ufffd"

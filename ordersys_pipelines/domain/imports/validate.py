@@ -2,12 +2,17 @@
 
 Every check is a boolean mask over the whole chunk (pyarrow.compute); a rejected row's reason
 joins the message of every check it failed. Amounts are exact decimals turned into cents from
-their digits (never through float). Naive dates are read in ORDERSYS_TIMEZONE and stored as
-naive UTC; dates with an offset (or Z) are converted from that offset.
+their digits (never through float; `domain.money` holds the grammar, shared with refunds).
+Naive dates are read in ORDERSYS_TIMEZONE and stored as naive UTC; dates with an offset (or Z)
+are converted from that offset, which must exist (±14:00 at most), and must land in the
+supported range (FIRST_DATE to END_DATE, UTC). Control characters in a stored column reject
+the row. A rejected row names its order_ref where it can be told, so the merge can reject the
+rest of that order.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import re
 from dataclasses import dataclass
@@ -18,18 +23,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ordersys_pipelines.domain.imports.csv_format import OrderLayout
-from ordersys_pipelines.domain.imports.reader import RawChunk, Reject
+from ordersys_pipelines.domain.imports.reader import CONTROL_CHARACTER, CONTROL_CHARACTERS, RawChunk, Reject
+from ordersys_pipelines.domain.money import parse_cents
 
 MAX_QUANTITY = 1_000_000
-MAX_AMOUNT_DIGITS = 9  # whole units: up to 999,999,999.99 per item
+# Order dates, in UTC after any offset: a range every database stores and every stage can
+# compute with (PostgreSQL, SQLite and MariaDB DATETIME all hold it, with room either side).
+FIRST_DATE = datetime(1900, 1, 1)
+END_DATE = datetime(2200, 1, 1)  # exclusive
+SUPPORTED_DATES = f"{FIRST_DATE:%Y-%m-%d} to {END_DATE.year - 1}-12-31, in UTC after the offset"
+MAX_OFFSET_MINUTES = 14 * 60  # the widest offset in use (Pacific/Kiritimati, +14:00)
 LIMITS = {"order_ref": 100, "customer_email": 320, "customer_ref": 100, "customer_name": 200, "sku": 100, "product_name": 300}
 
 EMAIL = r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>.]+$"
-AMOUNT = r"^(?P<units>\d*)(?:\.(?P<fraction>\d*))?$"
 ISO_DATE = (
-    r"^(?P<date>\d{4}-\d{2}-\d{2})(?:[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)(?:\.\d+)?)?"
-    r"\s*(?P<offset>Z|[+-]\d{2}:?\d{2})?$"
+    r"^(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})(?:[T ](?P<time>[0-9]{2}:[0-9]{2}(?::[0-9]{2})?)(?:\.[0-9]+)?)?"
+    r"\s*(?P<offset>Z|[+-][0-9]{2}:?[0-9]{2})?$"
 )
+OFFSET = r"(?P<sign>[+-])(?P<hours>[0-9]{2}):?(?P<minutes>[0-9]{2})$"
 
 STAGING_SCHEMA = pa.schema(
     [
@@ -125,26 +136,6 @@ def _text(chunk: RawChunk, layout: OrderLayout, name: str) -> pa.Array | None:
     return pc.utf8_trim_whitespace(chunk.columns[layout.positions[name]])
 
 
-def parse_cents(column: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """Exact decimal text → (cents, is_not_an_amount, has_more_than_two_decimals)."""
-    parts = pc.extract_regex(column, AMOUNT)
-    units = pc.fill_null(parts.field("units"), "")
-    fraction = pc.fill_null(parts.field("fraction"), "")
-    matched = pc.and_(
-        parts.is_valid(),
-        pc.or_(pc.greater(pc.utf8_length(units), 0), pc.greater(pc.utf8_length(fraction), 0)),
-    )
-    too_big = pc.greater(pc.utf8_length(pc.utf8_ltrim(units, "0")), MAX_AMOUNT_DIGITS)
-    bad = pc.or_(pc.invert(matched), too_big)
-    # Digits beyond the second decimal are allowed only when they are zeros ("1.50" = "1.500").
-    extra_precision = pc.and_(matched, pc.invert(pc.match_substring_regex(fraction, r"^\d{0,2}0*$")))
-    usable = pc.and_(pc.invert(bad), pc.invert(extra_precision))
-    units = pc.if_else(usable, pc.if_else(pc.equal(units, ""), "0", units), "0")
-    fraction = pc.if_else(usable, pc.utf8_rpad(pc.utf8_slice_codeunits(fraction, 0, 2), 2, "0"), "00")
-    cents = pc.add(pc.multiply(pc.cast(units, pa.int64()), 100), pc.cast(fraction, pa.int64()))
-    return cents, bad, extra_precision
-
-
 def amount_checks(problems: Problems, column: pa.Array, name: str) -> tuple[pa.Array, pa.Array]:
     """Cents, and where the amount is usable."""
     cents, bad, extra_precision = per_distinct(column, parse_cents)
@@ -157,26 +148,29 @@ def amount_checks(problems: Problems, column: pa.Array, name: str) -> tuple[pa.A
     return cents, pc.and_(pc.invert(bad), pc.invert(extra_precision))
 
 
-def parse_quantity(column: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
-    """Text → (quantity, is_whole_number, is_positive, is_within_maximum)."""
-    whole = pc.match_substring_regex(column, r"^[+-]?\d+$")
+def parse_quantity(column: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array, pa.Array]:
+    """Text → (quantity, is_whole_number, is_positive, is_within_maximum, has_a_plus_sign).
+    A whole number is ASCII digits; a leading "-" is read (and found not positive), a "+" is
+    named as a problem of its own."""
+    whole = pc.match_substring_regex(column, r"^[+-]?[0-9]+$")
     negative = pc.and_(whole, pc.starts_with(column, "-"))
-    magnitude = pc.utf8_ltrim(pc.utf8_ltrim(column, "+-"), "0")
-    huge = pc.and_(whole, pc.greater(pc.utf8_length(magnitude), 7))
-    safe = pc.and_(whole, pc.invert(huge))
-    value = pc.cast(pc.if_else(safe, column, "0"), pa.int64())
-    positive = pc.or_(pc.and_(huge, pc.invert(negative)), pc.greater(value, 0))
-    within = pc.and_(pc.invert(huge), pc.less_equal(value, MAX_QUANTITY))
-    return value, whole, positive, pc.or_(negative, within)
+    plus = pc.and_(whole, pc.starts_with(column, "+"))
+    digits = pc.if_else(whole, pc.utf8_ltrim(column, "+-"), "0")
+    huge = pc.greater(pc.utf8_length(pc.utf8_ltrim(digits, "0")), 7)
+    value = pc.cast(pc.if_else(huge, "0", digits), pa.int64())
+    positive = pc.and_(pc.invert(negative), pc.or_(huge, pc.greater(value, 0)))
+    within = pc.or_(negative, pc.and_(pc.invert(huge), pc.less_equal(value, MAX_QUANTITY)))
+    return value, whole, positive, within, plus
 
 
 def _quantity(problems: Problems, column: pa.Array, name: str) -> tuple[pa.Array, pa.Array]:
     """The quantity, and where it is usable."""
-    value, whole, positive, within = per_distinct(column, parse_quantity)
+    value, whole, positive, within, plus = per_distinct(column, parse_quantity)
     problems.add(pc.invert(whole), said(name, column, "is not a whole number"))
+    problems.add(plus, said(name, column, "has a + sign (write the digits only)"))
     problems.add(pc.and_(whole, pc.invert(positive)), said(name, column, "is not positive"))
     problems.add(pc.and_(whole, pc.invert(within)), said(name, column, f"exceeds the maximum of {MAX_QUANTITY}"))
-    return value, pc.and_(pc.and_(whole, positive), within)
+    return value, pc.and_(pc.and_(pc.and_(whole, positive), within), pc.invert(plus))
 
 
 def _strptime_checked(column: pa.Array, fmt: str) -> pa.Array:
@@ -199,9 +193,55 @@ def _strptime_checked(column: pa.Array, fmt: str) -> pa.Array:
     return checked
 
 
+@dataclass
+class ParsedDates:
+    """Naive UTC timestamps (null where not usable) and why the others are not."""
+
+    values: pa.Array
+    not_a_date: pa.Array
+    bad_offset: pa.Array
+    out_of_range: pa.Array
+
+
 def parse_dates(column: pa.Array, options: ValidationOptions) -> pa.Array:
-    """Text → naive UTC timestamps (null where the text is not a date)."""
-    return per_distinct(column, lambda distinct: _parse_distinct_dates(distinct, options))
+    """Text → naive UTC timestamps (null where the text is not a usable date)."""
+    return check_dates(column, options).values
+
+
+def check_dates(column: pa.Array, options: ValidationOptions) -> ParsedDates:
+    return ParsedDates(*per_distinct(column, lambda distinct: _check_distinct_dates(distinct, options)))
+
+
+def _check_distinct_dates(column: pa.Array, options: ValidationOptions) -> tuple[pa.Array, ...]:
+    offset = _offset_minutes(column) if not options.date_format or "%z" in options.date_format else None
+    if offset is not None:
+        minutes, bad_offset = offset
+        # pyarrow reads any offset; one that does not exist must not shift the date.
+        column = pc.if_else(bad_offset, pa.scalar(None, pa.string()), column)
+    else:
+        bad_offset = pa.array(np.zeros(len(column), dtype=bool))
+    parsed = _parse_distinct_dates(column, options)
+    in_range = pc.and_(
+        pc.greater_equal(parsed, pa.scalar(FIRST_DATE, pa.timestamp("s"))),
+        pc.less(parsed, pa.scalar(END_DATE, pa.timestamp("s"))),
+    )
+    out_of_range = pc.fill_null(pc.invert(in_range), False)
+    usable = pc.fill_null(in_range, False)
+    values = pc.if_else(usable, parsed, pa.scalar(None, pa.timestamp("s")))
+    not_a_date = pc.and_(pc.is_null(parsed), pc.invert(bad_offset))
+    return values, not_a_date, bad_offset, out_of_range
+
+
+def _offset_minutes(column: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """The trailing ±HH:MM of each value, in minutes, and where it is not a real offset
+    (minutes of 60 or more, or beyond ±14:00)."""
+    parts = pc.extract_regex(column, OFFSET)
+    found = parts.is_valid()
+    hours = pc.cast(pc.if_else(found, parts.field("hours"), "0"), pa.int64())
+    minutes = pc.cast(pc.if_else(found, parts.field("minutes"), "0"), pa.int64())
+    total = pc.add(pc.multiply(hours, 60), minutes)
+    bad = pc.and_(found, pc.or_(pc.greater_equal(minutes, 60), pc.greater(total, MAX_OFFSET_MINUTES)))
+    return total, pc.fill_null(bad, False)
 
 
 def _parse_distinct_dates(column: pa.Array, options: ValidationOptions) -> pa.Array:
@@ -232,10 +272,17 @@ def _parse_distinct_dates(column: pa.Array, options: ValidationOptions) -> pa.Ar
 
 
 def _local_to_utc(naive: pa.Array, timezone: str) -> pa.Array:
+    """Local wall times → naive UTC. Times far outside the supported range are left as they
+    are (time-zone rules do not reach year 0 or 9999): they fail the range check anyway."""
     if timezone == "UTC":
         return naive
-    zoned = pc.assume_timezone(naive, timezone, ambiguous="earliest", nonexistent="latest")
-    return zoned.cast(pa.timestamp("s"))
+    convertible = pc.fill_null(pc.and_(
+        pc.greater_equal(naive, pa.scalar(datetime(1800, 1, 1), pa.timestamp("s"))),
+        pc.less(naive, pa.scalar(datetime(2300, 1, 1), pa.timestamp("s"))),
+    ), True)
+    safe = pc.if_else(convertible, naive, pa.scalar(datetime(2000, 1, 1), pa.timestamp("s")))
+    zoned = pc.assume_timezone(safe, timezone, ambiguous="earliest", nonexistent="latest")
+    return pc.if_else(convertible, zoned.cast(pa.timestamp("s")), naive)
 
 
 def _hash_map(keys: pa.Array, derive) -> pa.Array:
@@ -267,6 +314,10 @@ def validate_chunk(chunk: RawChunk, layout: OrderLayout, options: ValidationOpti
             pa.array([e is not None for e in chunk.utf8_errors]),
             pa.array([e or "" for e in chunk.utf8_errors], pa.string()),
         )
+    # Control characters (NUL ...) in a column the import stores; ignored columns may hold any.
+    for canonical, position in sorted(layout.positions.items(), key=lambda item: item[1]):
+        column = chunk.columns[position]
+        problems.add(pc.match_substring_regex(column, CONTROL_CHARACTERS), control_character(name(canonical), column))
 
     def required_text(column: str, text: pa.Array) -> None:
         problems.add(pc.equal(pc.utf8_length(text), 0), f"{name(column)} is empty")
@@ -336,33 +387,45 @@ def validate_chunk(chunk: RawChunk, layout: OrderLayout, options: ValidationOpti
     # Order date: parsed, or the import date for files without one.
     date_text = _text(chunk, layout, "order_date")
     if date_text is not None:
-        order_date = parse_dates(date_text, options)
+        dates = check_dates(date_text, options)
         expected = f"format {options.date_format}" if options.date_format else "YYYY-MM-DD[ HH:MM[:SS]]"
-        problems.add(pc.is_null(order_date), said(name("order_date"), date_text, f"is not a date ({expected})"))
-        order_date = pc.fill_null(order_date, pa.scalar(0, pa.timestamp("s")))
+        problems.add(dates.not_a_date, said(name("order_date"), date_text, f"is not a date ({expected})"))
+        problems.add(dates.bad_offset, said(name("order_date"), date_text,
+                                            "has an offset that does not exist (at most ±14:00, minutes below 60)"))
+        problems.add(dates.out_of_range, said(name("order_date"), date_text,
+                                              f"is outside the supported dates ({SUPPORTED_DATES})"))
+        date_ok = pc.is_valid(dates.values)
+        order_date = pc.fill_null(dates.values, pa.scalar(0, pa.timestamp("s")))
     else:
         stamp = (options.import_date or datetime(1970, 1, 1)).replace(microsecond=0)
         order_date = pa.array([stamp] * n, pa.timestamp("s"))
+        date_ok = pa.array(np.ones(n, dtype=bool))
 
     order_ref = _text(chunk, layout, "order_ref")
     if order_ref is not None:
         required_text("order_ref", order_ref)
+        ref_known = pc.and_(pc.greater(pc.utf8_length(order_ref), 0), pc.less_equal(pc.utf8_length(order_ref), 100))
     else:
+        ref_known = pc.and_(date_ok, pc.greater(pc.utf8_length(pc.fill_null(customer_key, "")), 0))
         group_key = pc.binary_join_element_wise(
             pc.fill_null(customer_key, ""), pc.strftime(order_date, format="%Y-%m-%dT%H:%M:%S"), "|"
         )
         order_ref = _hash_map(group_key, derive_order_ref)
 
     bad = problems.any
-    rejects = list(chunk.malformed)
+    rejects = [_with_order_ref(reject, layout) for reject in chunk.malformed]
     if bad.any():
         rows = np.flatnonzero(bad)
         texts = chunk.raw_text(rows)
         reasons = problems.reasons(rows)
         lines = chunk.line_numbers[rows]
+        taken = pa.array(rows, pa.int64())
+        # The order each rejected line belongs to (its other lines are rejected at the merge).
+        refs = pc.if_else(pc.fill_null(ref_known.take(taken), False), order_ref.take(taken), None).to_pylist()
+        refs = [None if ref is None or CONTROL_CHARACTER.search(ref) else ref for ref in refs]
         rejects.extend(
-            Reject(line_number=int(line), raw_text=text, reason=reason)
-            for line, text, reason in zip(lines, texts, reasons, strict=True)
+            Reject(line_number=int(line), raw_text=text, reason=reason, order_ref=ref)
+            for line, text, reason, ref in zip(lines, texts, reasons, refs, strict=True)
         )
         rejects.sort(key=lambda r: r.line_number)
 
@@ -384,6 +447,37 @@ def validate_chunk(chunk: RawChunk, layout: OrderLayout, options: ValidationOpti
         schema=STAGING_SCHEMA,
     ).filter(good)
     return ValidatedChunk(rows=table, rejects=rejects)
+
+
+
+
+def control_character(name: str, column: pa.Array) -> Lazy:
+    """"<name> holds the control character U+0000 (at character 3)": which one, and where."""
+
+    def build(rows: pa.Array) -> pa.Array:
+        messages = []
+        for value in column.take(rows).to_pylist():
+            found = CONTROL_CHARACTER.search(value or "")
+            messages.append(
+                f"{name} holds the control character U+{ord(found.group()):04X} (at character {found.start() + 1})"
+                if found else ""
+            )
+        return pa.array(messages, pa.string())
+
+    return Lazy(build)
+
+
+def _with_order_ref(reject: Reject, layout: OrderLayout) -> Reject:
+    """A line of the wrong shape still names its order when the order_ref column is there."""
+    position = layout.positions.get("order_ref")
+    if position is None or reject.order_ref is not None:
+        return reject
+    first_line = reject.raw_text.split("\n", 1)[0]
+    fields = next(csv.reader([first_line]), [])
+    ref = fields[position].strip() if position < len(fields) else ""
+    if ref and len(ref) <= LIMITS["order_ref"] and not CONTROL_CHARACTER.search(ref):
+        reject.order_ref = ref
+    return reject
 
 
 def format_cents(cents: pa.Array) -> pa.Array:
