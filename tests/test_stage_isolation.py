@@ -1,0 +1,89 @@
+"""One bad row never stops a stage: poison rows written straight into the database, and the
+shared isolation they are caught by (domain.isolation)."""
+
+from __future__ import annotations
+
+import pytest
+from poison_support import poison_timestamp
+from sqlalchemy import exc, select
+from workflow_helpers import add_order, add_products, statuses
+
+from ordersys_pipelines.db.schema import order_events, orders
+from ordersys_pipelines.domain.isolation import describe, is_data_error, isolate
+from ordersys_pipelines.domain.orders.reservation import reserve_batch
+
+
+class Bad(ValueError):
+    pass
+
+
+def _attempt_failing_on(bad: set[int], log: list[list[int]]):
+    def attempt(batch: list[int]) -> list[int]:
+        log.append(batch)
+        if bad & set(batch):
+            raise Bad(f"item {sorted(bad & set(batch))[0]} is bad")
+        return batch
+
+    return attempt
+
+
+def test_isolate_finds_the_bad_items_and_lets_the_rest_through():
+    calls: list[list[int]] = []
+    failed_seen = {}
+    outcome = isolate(list(range(100)), _attempt_failing_on({17, 64}, calls), fail=failed_seen.update)
+    assert sorted(i for part in outcome.results for i in part) == [i for i in range(100) if i not in (17, 64)]
+    assert outcome.failed == {17: "item 17 is bad", 64: "item 64 is bad"} == failed_seen
+    assert outcome.deferred == []
+    assert len(calls) < 40  # about 2·k·log2(n), not n
+    # Sub-batches run oldest first: the good items' order is kept.
+    assert [i for part in outcome.results for i in part] == sorted(i for part in outcome.results for i in part)
+
+
+def test_a_clean_batch_runs_once():
+    calls: list[list[int]] = []
+    outcome = isolate([1, 2, 3], _attempt_failing_on(set(), calls))
+    assert calls == [[1, 2, 3]] and outcome.results == [[1, 2, 3]] and not outcome.failed
+
+
+def test_a_batch_of_nothing_but_bad_items_ends_in_bounded_time():
+    calls: list[list[int]] = []
+    items = list(range(1000))
+    outcome = isolate(items, _attempt_failing_on(set(items), calls), max_failures=50)
+    assert len(outcome.failed) >= 20  # every failure after the first path isolates items
+    assert sorted([*outcome.failed, *outcome.deferred]) == items  # nothing lost
+    assert len(calls) <= 50 + 2 + len(outcome.deferred)
+
+
+def test_errors_about_the_connection_or_the_code_are_not_isolated():
+    def attempt(batch):
+        raise exc.ProgrammingError("SELECT nonsense", {}, Exception("syntax error"))
+
+    with pytest.raises(exc.ProgrammingError):
+        isolate([1, 2], attempt)
+    assert not is_data_error(RuntimeError("bug"))
+    assert is_data_error(exc.DataError("SELECT", {"secret": "x"}, Exception("timestamp too large\nDETAIL")))
+    assert describe(exc.DataError("SELECT", {"secret": "x"}, Exception("timestamp too large\nDETAIL"))) == (
+        "timestamp too large")
+
+
+def _failed_event(conn, order_id):
+    return conn.execute(
+        select(order_events.c.from_status, order_events.c.to_status, order_events.c.reason)
+        .where(order_events.c.order_id == order_id)
+    ).one()
+
+
+def test_reservation_fails_the_unreadable_order_and_reserves_the_rest(engine):
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        ids = [add_order(conn, f"O-{i}", [("A", 1)]) for i in range(5)]
+        value = poison_timestamp(conn, "orders", "order_date", ids[2])
+    result = reserve_batch(engine, batch_size=100, claimant="run-1", lease_seconds=60, run_id="run-1")
+    with engine.connect() as conn:
+        assert statuses(conn) == {"O-0": "reserved", "O-1": "reserved", "O-2": "failed", "O-3": "reserved",
+                                  "O-4": "reserved"}
+        reason = conn.execute(select(orders.c.status_reason).where(orders.c.id == ids[2])).scalar_one()
+        assert reason.startswith("bad data in reservation: ") and value.split()[0] in reason
+        assert _failed_event(conn, ids[2]) == ("created", "failed", reason)
+    assert sorted(result.reserved) == sorted(ids[:2] + ids[3:])
+    assert result.failed_by_reason() == {"bad data in reservation": 1}
