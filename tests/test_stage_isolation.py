@@ -3,14 +3,20 @@ shared isolation they are caught by (domain.isolation)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from poison_support import poison_timestamp
-from sqlalchemy import exc, select
-from workflow_helpers import add_order, add_products, statuses
+from sqlalchemy import exc, insert, select, update
+from workflow_helpers import BASE_DATE, add_order, add_products, gateway_config, statuses, stock
 
-from ordersys_pipelines.db.schema import order_events, orders
+from ordersys_pipelines.db.engine import utcnow
+from ordersys_pipelines.db.schema import gateway_calls, order_events, orders, payment_callbacks, products
 from ordersys_pipelines.domain.isolation import describe, is_data_error, isolate
 from ordersys_pipelines.domain.orders.reservation import reserve_batch
+from ordersys_pipelines.domain.payments import gateway
+from ordersys_pipelines.domain.payments.initiation import initiate_batch
+from ordersys_pipelines.domain.payments.settlement import expire_overdue, settle_batch
 
 
 class Bad(ValueError):
@@ -87,3 +93,73 @@ def test_reservation_fails_the_unreadable_order_and_reserves_the_rest(engine):
         assert _failed_event(conn, ids[2]) == ("created", "failed", reason)
     assert sorted(result.reserved) == sorted(ids[:2] + ids[3:])
     assert result.failed_by_reason() == {"bad data in reservation": 1}
+
+
+RUN = dict(batch_size=1000, claimant="run-1", lease_seconds=60, run_id="run-1")
+
+
+def _order_reason(conn, order_id) -> str:
+    return conn.execute(select(orders.c.status_reason).where(orders.c.id == order_id)).scalar_one()
+
+
+def test_payment_initiation_fails_the_order_whose_gateway_call_cannot_be_stored(engine):
+    config = gateway_config()
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        ids = [add_order(conn, f"O-{i}", [("A", 1)], date=BASE_DATE + timedelta(minutes=i)) for i in range(4)]
+        # A stale call under the reference the gateway will give O-1: its insert breaks the
+        # unique key (a reference pointing at a payment that is not this order's).
+        conn.execute(insert(gateway_calls).values(kind="payment", reference=gateway.new_payment_ref(config, "O-1"),
+                                                  amount_cents=1, outcome="approved"))
+    reserve_batch(engine, **RUN)
+    result = initiate_batch(engine, config=config, **RUN)
+    with engine.connect() as conn:
+        assert statuses(conn) == {"O-0": "awaiting_payment", "O-1": "failed", "O-2": "awaiting_payment",
+                                  "O-3": "awaiting_payment"}
+        assert _order_reason(conn, ids[1]).startswith("bad data in payment initiation: ")
+        assert stock(conn) == {"A": (10, 3)}  # the failed order's reservation was given back
+    assert sorted(result.initiated) == [ids[0], ids[2], ids[3]] and result.claimed == 4
+
+
+def test_settlement_rejects_the_unreadable_callback_and_settles_the_rest(engine):
+    config = gateway_config()
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        for i in range(4):
+            add_order(conn, f"O-{i}", [("A", 1)], date=BASE_DATE + timedelta(minutes=i))
+    reserve_batch(engine, **RUN)
+    initiate_batch(engine, config=config, **RUN)
+    with engine.begin() as conn:
+        callback_ids = list(conn.execute(select(payment_callbacks.c.id).order_by(payment_callbacks.c.id)).scalars())
+        poison_timestamp(conn, "payment_callbacks", "available_at", callback_ids[1], past=True)
+    result = settle_batch(engine, config=config, **RUN)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(payment_callbacks.c.id, payment_callbacks.c.status)).all())
+        reason = conn.execute(select(payment_callbacks.c.reason).where(payment_callbacks.c.id == callback_ids[1])).scalar()
+        assert statuses(conn) == {"O-0": "finalized", "O-1": "awaiting_payment", "O-2": "finalized",
+                                  "O-3": "finalized"}
+    assert rows == {callback_ids[0]: "applied", callback_ids[1]: "rejected", callback_ids[2]: "applied",
+                    callback_ids[3]: "applied"}
+    assert reason.startswith("bad data in settlement: ")
+    assert len(result.finalized) == 3 and result.rejected_by_reason() == {"bad data in settlement": 1}
+
+
+def test_expiry_fails_the_order_whose_stock_cannot_be_released_and_expires_the_rest(engine):
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10, "B": 10})
+        good = [add_order(conn, f"O-{i}", [("A", 1)], date=BASE_DATE + timedelta(minutes=i)) for i in range(3)]
+        bad = add_order(conn, "O-B", [("B", 2)], date=BASE_DATE + timedelta(minutes=9))
+    reserve_batch(engine, **RUN)
+    initiate_batch(engine, config=gateway_config(), **RUN)
+    with engine.begin() as conn:
+        # Inconsistent stock: B says one unit is reserved, the order holds two.
+        conn.execute(update(products).where(products.c.sku == "B").values(reserved=1))
+    with engine.begin() as conn:
+        expired = expire_overdue(conn, 0, run_id="run-2", limit=100, now=utcnow() + timedelta(seconds=5))
+    with engine.connect() as conn:
+        assert set(statuses(conn).values()) == {"failed"}
+        assert {_order_reason(conn, i) for i in good} == {"payment expired: no confirmation within 0 s"}
+        reason = _order_reason(conn, bad)
+        assert reason.startswith("bad data in expiry: ") and "reserved stock not released" in reason
+        assert stock(conn) == {"A": (10, 0), "B": (10, 1)}
+    assert sorted(expired) == sorted([*good, bad])
