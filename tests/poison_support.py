@@ -30,3 +30,28 @@ def poison_timestamp(conn: Connection, table: str, column: str, row_id: int, *, 
     value = (UNREADABLE_PAST if past else UNREADABLE_TIMESTAMP)[backend]
     write_raw(conn, f"UPDATE {table} SET {column} = :value WHERE id = :row_id", value=value, row_id=row_id)
     return value
+
+
+
+def write_without_foreign_keys(engine, statement: str) -> None:
+    """Execute `statement` (literal SQL) with the foreign key checks off for it alone: how a
+    dangling reference gets into a database (a restore, a hand edit). PostgreSQL: triggers off
+    for the transaction (session_replication_role; the tests run as a superuser); MariaDB:
+    FOREIGN_KEY_CHECKS for the session, restored; SQLite: the pragma, outside a transaction."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            raw = conn.connection.dbapi_connection
+            raw.execute("PRAGMA foreign_keys = OFF")
+            try:
+                raw.execute(statement)
+            finally:
+                raw.execute("PRAGMA foreign_keys = ON")
+            return
+        with conn.begin():
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SET LOCAL session_replication_role = replica"))
+                conn.execute(text(statement))
+            else:
+                conn.execute(text("SET SESSION FOREIGN_KEY_CHECKS = 0"))
+                conn.execute(text(statement))
+                conn.execute(text("SET SESSION FOREIGN_KEY_CHECKS = 1"))

@@ -6,17 +6,29 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from poison_support import poison_timestamp
+from poison_support import poison_timestamp, write_without_foreign_keys
+from refunds_support import NO_WAIT, make_order
+from refunds_support import gateway as refund_gateway
 from sqlalchemy import exc, insert, select, update
 from workflow_helpers import BASE_DATE, add_order, add_products, gateway_config, statuses, stock
 
 from ordersys_pipelines.db.engine import utcnow
-from ordersys_pipelines.db.schema import gateway_calls, order_events, orders, payment_callbacks, products
+from ordersys_pipelines.db.schema import (
+    gateway_calls,
+    order_events,
+    orders,
+    payment_callbacks,
+    products,
+    refund_events,
+    refunds,
+)
 from ordersys_pipelines.domain.isolation import describe, is_data_error, isolate
 from ordersys_pipelines.domain.orders.reservation import reserve_batch
 from ordersys_pipelines.domain.payments import gateway
 from ordersys_pipelines.domain.payments.initiation import initiate_batch
 from ordersys_pipelines.domain.payments.settlement import expire_overdue, settle_batch
+from ordersys_pipelines.domain.refunds.processing import process_batch
+from ordersys_pipelines.domain.refunds.requests import request_refund
 
 
 class Bad(ValueError):
@@ -163,3 +175,62 @@ def test_expiry_fails_the_order_whose_stock_cannot_be_released_and_expires_the_r
         assert reason.startswith("bad data in expiry: ") and "reserved stock not released" in reason
         assert stock(conn) == {"A": (10, 0), "B": (10, 1)}
     assert sorted(expired) == sorted([*good, bad])
+
+
+def _refund_setup(engine, refs):
+    ids = {}
+    for ref in refs:
+        make_order(engine, ref, total_cents=10_000)
+        with engine.connect() as conn:
+            ids[ref] = request_refund(conn, ref, 1_000, reference=f"R-{ref}").refund.id
+    return ids
+
+
+def _refund_state(engine):
+    with engine.connect() as conn:
+        return {r.reference: (r.status, r.last_error) for r in conn.execute(select(refunds))}
+
+
+def _last_event(engine, refund_id):
+    with engine.connect() as conn:
+        return conn.execute(
+            select(refund_events.c.from_status, refund_events.c.to_status, refund_events.c.reason)
+            .where(refund_events.c.refund_id == refund_id).order_by(refund_events.c.id.desc()).limit(1)
+        ).one()
+
+
+def test_refund_the_gateway_refuses_outright_fails_alone(engine):
+    ids = _refund_setup(engine, ["O-1", "O-2", "O-3"])
+    with engine.begin() as conn:  # the reference was once sent for another amount
+        conn.execute(insert(gateway_calls).values(kind="refund", reference="R-O-2", payment_ref="PAY-O-2",
+                                                  amount_cents=999, outcome="failed", attempts=1))
+    report = process_batch(engine, refund_gateway(), limit=100, policy=NO_WAIT, run_id="run-1")
+    state = _refund_state(engine)
+    assert state["R-O-1"] == state["R-O-3"] == ("processed", None)
+    status, error = state["R-O-2"]
+    assert status == "failed" and error.startswith("bad data in refund processing: refund reference 'R-O-2'")
+    assert _last_event(engine, ids["O-2"]) == ("processing", "failed", error)
+    assert (report.claimed, report.processed, report.failed) == (3, 2, 1)
+
+
+def test_refund_of_a_dangling_order_fails_alone(engine):
+    ids = _refund_setup(engine, ["O-1", "O-2", "O-3"])
+    write_without_foreign_keys(engine, f"UPDATE refunds SET order_id = 999999 WHERE id = {ids['O-2']}")
+    report = process_batch(engine, refund_gateway(), limit=100, policy=NO_WAIT, run_id="run-1")
+    state = _refund_state(engine)
+    assert state["R-O-1"] == state["R-O-3"] == ("processed", None)
+    assert state["R-O-2"] == ("failed", "bad data in refund processing: KeyError: 999999")
+    assert _last_event(engine, ids["O-2"])[:2] == ("pending", "failed")
+    assert (report.claimed, report.processed, report.failed) == (3, 2, 1)
+
+
+def test_an_item_that_cannot_be_marked_failed_does_not_keep_the_others_unmarked():
+    marked = {}
+
+    def fail(errors):
+        if 3 in errors:
+            raise ValueError("row 3 refuses the update too")
+        marked.update(errors)
+
+    outcome = isolate([1, 2, 3, 4], _attempt_failing_on({2, 3}, []), fail=fail)
+    assert set(outcome.failed) == {2, 3} and marked == {2: "item 2 is bad"}

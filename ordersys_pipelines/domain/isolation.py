@@ -99,7 +99,8 @@ def isolate(
 
     `attempt(sub_batch)` must be all or nothing (its own transaction, or a savepoint: see
     `in_savepoint`) and keeps the order of the items it is given; sub-batches are tried oldest
-    first. `fail(failed)` is called once at the end with every isolated item and its reason."""
+    first. `fail(failed)` is called once at the end with every isolated item and its reason;
+    it too must be all or nothing (a savepoint), as it is tried again item by item if it fails."""
     outcome: Isolation[Item, Result] = Isolation()
     pending = [list(items)] if items else []
     while pending:
@@ -123,8 +124,27 @@ def isolate(
         log.warning("%s: %d item(s) deferred after %d failed attempts", stage, len(outcome.deferred),
                     outcome.failed_attempts)
     if fail is not None and outcome.failed:
-        fail(outcome.failed)
+        _mark(outcome, fail, stage)
     return outcome
+
+
+def _mark(outcome: Isolation, fail: Callable[[dict], object], stage: str) -> None:
+    """Call `fail` for all isolated items at once; when that fails with a data error (marking
+    the row is refused too), item by item, so one unmarkable row keeps the others marked. An
+    item that cannot be marked stays as it was (its claim lapses; it is isolated again)."""
+    try:
+        fail(outcome.failed)
+        return
+    except Exception as error:  # noqa: BLE001
+        if not is_data_error(error):
+            raise
+    for item, reason in outcome.failed.items():
+        try:
+            fail({item: reason})
+        except Exception as error:  # noqa: BLE001
+            if not is_data_error(error):
+                raise
+            log.error("%s: item %r could not be marked failed: %s", stage, item, describe(error))
 
 
 def in_savepoint(

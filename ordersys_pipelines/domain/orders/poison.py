@@ -36,6 +36,12 @@ def fail_orders(
     """Fail the isolated orders `errors` (order id → what went wrong), in `expected_from`.
     Orders that hold stock give it back, unless releasing it is what fails (then the reason
     says the reservation was kept, for the operator to correct)."""
+    with conn.begin_nested():  # all or nothing (domain.isolation tries again order by order)
+        _fail(conn, errors, stage=stage, expected_from=expected_from, run_id=run_id, now=now)
+
+
+def _fail(conn: Connection, errors: Mapping[int, str], *, stage: str, expected_from: str, run_id: str | None,
+          now: datetime | None) -> None:
     reasons = {order_id: reason(stage, error) for order_id, error in errors.items()}
     if expected_from in HOLDS_STOCK:
         try:

@@ -202,14 +202,15 @@ def settle_batch(
 
 def reject_callbacks(conn: Connection, errors: dict[int, str], *, run_id: str | None) -> None:
     """Mark isolated callbacks rejected with the reason; their orders are left as they are."""
-    outcome = rowset(conn, ((i, poison.reason("settlement", e)) for i, e in errors.items()),
-                     [("id", BigInteger()), ("reason", Text())], "poisoned")
-    conn.execute(
-        update(payment_callbacks)
-        .where(payment_callbacks.c.id == outcome.c.id, payment_callbacks.c.status == "pending")
-        .values(status="rejected", reason=outcome.c.reason, processed_at=utcnow(), run_id=run_id,
-                claimed_by=None, claim_expires_at=None)
-    )
+    with conn.begin_nested():
+        outcome = rowset(conn, ((i, poison.reason("settlement", e)) for i, e in errors.items()),
+                         [("id", BigInteger()), ("reason", Text())], "poisoned")
+        conn.execute(
+            update(payment_callbacks)
+            .where(payment_callbacks.c.id == outcome.c.id, payment_callbacks.c.status == "pending")
+            .values(status="rejected", reason=outcome.c.reason, processed_at=utcnow(), run_id=run_id,
+                    claimed_by=None, claim_expires_at=None)
+        )
 
 
 def overdue(timeout_seconds: int, now: datetime):
