@@ -6,16 +6,19 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from click.testing import CliRunner
 from poison_support import poison_timestamp, write_without_foreign_keys
 from refunds_support import NO_WAIT, make_order
 from refunds_support import gateway as refund_gateway
 from sqlalchemy import exc, insert, select, update
 from workflow_helpers import BASE_DATE, add_order, add_products, gateway_config, statuses, stock
 
-from ordersys_pipelines.db.engine import utcnow
+from ordersys_pipelines.cli import main
+from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import (
     gateway_calls,
     order_events,
+    order_lines,
     orders,
     payment_callbacks,
     products,
@@ -234,3 +237,25 @@ def test_an_item_that_cannot_be_marked_failed_does_not_keep_the_others_unmarked(
 
     outcome = isolate([1, 2, 3, 4], _attempt_failing_on({2, 3}, []), fail=fail)
     assert set(outcome.failed) == {2, 3} and marked == {2: "item 2 is bad"}
+
+
+def test_orders_show_prints_an_order_whose_stored_values_are_out_of_range(settings, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("COLUMNS", "250")  # wide enough that no cell is cut
+    engine = get_engine(settings.database_url)
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10, "B": 10})
+        order_id = add_order(conn, "O-1", [("A", 1), ("B", 1)])
+        conn.execute(insert(order_events).values(order_id=order_id, to_status="created", reason="imported"))
+        # A line total past BIGINT: the database cannot multiply it, Python can.
+        conn.execute(update(order_lines).where(order_lines.c.line_no == 2)
+                     .values(quantity=2**40, unit_price_cents=2**40))
+        value = poison_timestamp(conn, "orders", "order_date", order_id)
+        event_id = conn.execute(select(order_events.c.id)).scalar_one()
+        poison_timestamp(conn, "order_events", "created_at", event_id)
+    shown = CliRunner().invoke(main, ["orders", "show", "O-1"], catch_exceptions=False)
+    assert shown.exit_code == 0, shown.output
+    flat = " ".join(shown.output.split())
+    assert f"{value.split()[0]}" in flat and "(not a valid date)" in flat
+    assert f"{2**80 // 100:,}.{2**80 % 100:02d} EUR" in flat
+    assert "Audit trail" in flat and "imported" in flat and "Refunds" in flat
