@@ -17,6 +17,7 @@ from ordersys_pipelines.cli import main
 from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import (
     gateway_calls,
+    notifications,
     order_events,
     order_lines,
     orders,
@@ -26,10 +27,12 @@ from ordersys_pipelines.db.schema import (
     refunds,
 )
 from ordersys_pipelines.domain.isolation import describe, is_data_error, isolate
+from ordersys_pipelines.domain.notifications.dispatch import due_summary
 from ordersys_pipelines.domain.orders.reservation import reserve_batch
 from ordersys_pipelines.domain.payments import gateway
 from ordersys_pipelines.domain.payments.initiation import initiate_batch
-from ordersys_pipelines.domain.payments.settlement import expire_overdue, settle_batch
+from ordersys_pipelines.domain.payments.settlement import expire_overdue, next_due, settle_batch
+from ordersys_pipelines.domain.refunds.processing import backlog as refund_backlog
 from ordersys_pipelines.domain.refunds.processing import process_batch
 from ordersys_pipelines.domain.refunds.requests import request_refund
 
@@ -259,3 +262,26 @@ def test_orders_show_prints_an_order_whose_stored_values_are_out_of_range(settin
     assert f"{value.split()[0]}" in flat and "(not a valid date)" in flat
     assert f"{2**80 // 100:,}.{2**80 % 100:02d} EUR" in flat
     assert "Audit trail" in flat and "imported" in flat and "Refunds" in flat
+
+
+def test_the_looks_of_the_sensors_skip_what_cannot_be_read(engine):
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        order_id = add_order(conn, "O-1", [("A", 1)], status="awaiting_payment")
+        add_order(conn, "O-2", [("A", 1)], status="awaiting_payment")
+        nid = conn.execute(insert(notifications).values(order_id=order_id, type="order_confirmed", dedup_key="n1")
+                           .returning(notifications.c.id)).scalar_one()
+        poison_timestamp(conn, "notifications", "next_attempt_at", nid, past=True)
+        poison_timestamp(conn, "orders", "status_changed_at", order_id, past=True)
+    with engine.connect() as conn:
+        # The only due notification cannot be read: still counted, so the dispatch that
+        # isolates it is started.
+        count, max_id, latest = due_summary(conn)
+        assert (count, max_id) == (1, nid) and latest is not None
+        assert next_due(conn, 900) is not None
+    refund_ids = _refund_setup(engine, ["R-1", "R-2"])
+    with engine.begin() as conn:
+        poison_timestamp(conn, "refunds", "next_attempt_at", refund_ids["R-1"])
+    with engine.connect() as conn:
+        work = refund_backlog(conn)
+        assert work.due + work.waiting == 2  # counted wherever the backend sorts the value

@@ -50,6 +50,7 @@ from ordersys_pipelines.db.rowsets import in_ids
 from ordersys_pipelines.db.schema import notifications, orders, refunds
 from ordersys_pipelines.domain.analytics.days import day_bounds_utc, days_in, offset_segments
 from ordersys_pipelines.domain.isolation import is_data_error
+from ordersys_pipelines.domain.readable import look
 
 FINALIZED_STATUSES = ("finalized", "shipped", "delivered")
 
@@ -260,27 +261,11 @@ def orders_before_start(conn: Connection, start_utc: datetime) -> OrdersBeforeSt
     return OrdersBeforeStart(int(count), int(finalized_count or 0), earliest)
 
 
-# The window of timestamps a span is looked for in once a stored value cannot be read (a
-# year past 9999, a zero date, text): every KPI day lies in it.
-READABLE_WINDOW = (datetime(1900, 1, 1), datetime(2200, 1, 1))
-
-
 def readable_span(conn: Connection, column, *where) -> tuple[datetime, datetime] | None:
     """(MIN, MAX) of the timestamp `column` over the rows matching `where`, or None without
-    rows. Where a stored value cannot be read, the span within READABLE_WINDOW; where even that
-    fails (text inside the window, SQLite), the window itself, which only makes the caller look
-    at more days than it needs to."""
-    low_bound, high_bound = READABLE_WINDOW
-    statement = select(func.min(column), func.max(column)).where(*where)
-    for attempt in (statement, statement.where(column >= _ts(conn, low_bound), column < _ts(conn, high_bound))):
-        try:
-            with conn.begin_nested():
-                low, high = conn.execute(attempt).one()
-                return None if low is None else (_as_datetime(low), _as_datetime(high))
-        except Exception as error:  # noqa: BLE001 - anything but a data error is raised
-            if not is_data_error(error):
-                raise
-    return READABLE_WINDOW
+    rows; over the readable ones where a stored value cannot be read (domain.readable)."""
+    low, high = look(conn, select(func.min(column), func.max(column)).where(*where), column)
+    return None if low is None else (_as_datetime(low), _as_datetime(high))
 
 
 def activity_span(conn: Connection) -> tuple[datetime, datetime] | None:

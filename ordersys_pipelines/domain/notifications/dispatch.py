@@ -47,6 +47,7 @@ from ordersys_pipelines.domain.notifications.context import (
     template_context,
 )
 from ordersys_pipelines.domain.notifications.templates import TemplateRenderError, render
+from ordersys_pipelines.domain.readable import READABLE_WINDOW, look
 
 OUTCOMES = ("sent", "retried", "failed")
 STAGE = "notification dispatch"
@@ -132,10 +133,12 @@ def due_clause(now: datetime) -> ColumnElement[bool]:
 def due_summary(conn: Connection, now: datetime | None = None) -> tuple[int, int | None, datetime | None]:
     """(count, highest id, latest next_attempt_at) of the notifications a dispatch would take now."""
     now = now or utcnow()
-    query = select(func.count(), func.max(n.id), func.max(n.next_attempt_at)).where(
-        due_clause(now), claimable(notifications)
-    )
-    count, max_id, latest = conn.execute(query).one()
+    due = [due_clause(now), claimable(notifications)]
+    count, max_id = conn.execute(select(func.count(), func.max(n.id)).where(*due)).one()
+    # A due row whose next_attempt_at cannot be read still counts (dispatch isolates it).
+    [latest] = look(conn, select(func.max(n.next_attempt_at)).where(*due), n.next_attempt_at)
+    if latest is None and count:
+        latest = READABLE_WINDOW[0]
     return count, max_id, latest
 
 

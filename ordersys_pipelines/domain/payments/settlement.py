@@ -28,6 +28,7 @@ from ordersys_pipelines.domain.orders.states import AWAITING_PAYMENT, FAILED, FI
 from ordersys_pipelines.domain.payments.callbacks import CallbackError, epoch, parse_event
 from ordersys_pipelines.domain.payments.config import GatewayConfig
 from ordersys_pipelines.domain.payments.signing import SignatureError, verify
+from ordersys_pipelines.domain.readable import look
 
 
 @dataclass
@@ -252,12 +253,10 @@ def expire_overdue(
 
 def next_due(conn: Connection, timeout_seconds: int) -> datetime | None:
     """When settlement will next have work: the earliest pending callback or payment deadline."""
-    callback = conn.execute(
-        select(func.min(payment_callbacks.c.available_at)).where(payment_callbacks.c.status == "pending")
-    ).scalar()
-    deadline = conn.execute(
-        select(func.min(orders.c.status_changed_at)).where(orders.c.status == AWAITING_PAYMENT)
-    ).scalar()
+    [callback] = look(conn, select(func.min(payment_callbacks.c.available_at))
+                      .where(payment_callbacks.c.status == "pending"), payment_callbacks.c.available_at)
+    [deadline] = look(conn, select(func.min(orders.c.status_changed_at))
+                      .where(orders.c.status == AWAITING_PAYMENT), orders.c.status_changed_at)
     if deadline is not None:
         deadline += timedelta(seconds=timeout_seconds)
     moments = [m for m in (callback, deadline) if m is not None]

@@ -32,6 +32,7 @@ from ordersys_pipelines.domain.isolation import in_savepoint, isolate
 from ordersys_pipelines.domain.money import plain
 from ordersys_pipelines.domain.notifications.outbox import enqueue_for_refunds
 from ordersys_pipelines.domain.payments.config import GatewayConfig
+from ordersys_pipelines.domain.readable import look
 from ordersys_pipelines.domain.refunds import gateway_refunds
 from ordersys_pipelines.domain.refunds.gateway_refunds import RefundCall, RefundOutcome
 from ordersys_pipelines.domain.refunds.queries import IN_FLIGHT
@@ -416,9 +417,8 @@ def backlog(conn: Connection) -> Backlog:
     ).one()
     # A held claim is due again when it lapses; an unclaimed refund at its next attempt.
     becomes_due = case((claimable(refunds), refunds.c.next_attempt_at), else_=refunds.c.claim_expires_at)
-    waiting, next_due_at = conn.execute(
-        select(func.count(), func.min(becomes_due))
-        .select_from(refunds)
-        .where(refunds.c.status.in_(IN_FLIGHT), ~and_(due_clause(now), claimable(refunds)))
-    ).one()
+    waiting_clause = [refunds.c.status.in_(IN_FLIGHT), ~and_(due_clause(now), claimable(refunds))]
+    waiting = conn.execute(select(func.count()).select_from(refunds).where(*waiting_clause)).scalar_one()
+    [next_due_at] = look(conn, select(func.min(becomes_due)).select_from(refunds).where(*waiting_clause),
+                         refunds.c.next_attempt_at)
     return Backlog(due=due, waiting=waiting, watermark=watermark or 0, next_due_at=next_due_at)
