@@ -86,6 +86,12 @@ class Isolation(Generic[Item, Result]):
     deferred: list[Item] = field(default_factory=list)  # left for the next run (budget spent)
     failed_attempts: int = 0
 
+    def merged_into(self, total):
+        """`total` with every part's result merged in (`total.merge(part)`), returned."""
+        for part in self.results:
+            total.merge(part)
+        return total
+
 
 def isolate(
     items: Sequence[Item],

@@ -178,9 +178,7 @@ def reserve_batch(
                                             run_id=run_id),
             stage="reservation",
         )
-        result = ReservationResult(claimed=len(ids))
-        for part in batch.results:
-            result.merge(part)
+        result = batch.merged_into(ReservationResult(claimed=len(ids)))
         result.failed.update({i: poison.reason("reservation", error) for i, error in batch.failed.items()})
         return result
 

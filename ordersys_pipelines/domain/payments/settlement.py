@@ -194,9 +194,7 @@ def settle_batch(
             fail=lambda errors: reject_callbacks(conn, errors, run_id=run_id),
             stage="settlement",
         )
-    result = SettlementResult(claimed=len(ids))
-    for part in batch.results:
-        result.merge(part)
+    result = batch.merged_into(SettlementResult(claimed=len(ids)))
     result.rejected.update({i: poison.reason("settlement", error) for i, error in batch.failed.items()})
     return result
 
