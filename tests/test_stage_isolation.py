@@ -285,3 +285,21 @@ def test_the_looks_of_the_sensors_skip_what_cannot_be_read(engine):
     with engine.connect() as conn:
         work = refund_backlog(conn)
         assert work.due + work.waiting == 2  # counted wherever the backend sorts the value
+
+
+def test_ordersys_process_takes_every_good_order_to_the_end_past_a_poison_row(settings, monkeypatch):
+    """The whole back office in-process (Dagster runs of every stage), one order unreadable."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("ORDERSYS_GATEWAY_APPROVAL_RATE", "1.0")
+    engine = get_engine(settings.database_url)
+    with engine.begin() as conn:
+        add_products(conn, {"A": 100})
+        ids = [add_order(conn, f"O-{i}", [("A", 1)], date=BASE_DATE + timedelta(minutes=i)) for i in range(6)]
+        poison_timestamp(conn, "orders", "order_date", ids[4])
+    result = CliRunner().invoke(main, ["process"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    with engine.connect() as conn:
+        assert statuses(conn) == {**{f"O-{i}": "finalized" for i in range(6)}, "O-4": "failed"}
+        assert _order_reason(conn, ids[4]).startswith("bad data in reservation: ")
+        sent = dict(conn.execute(select(notifications.c.order_id, notifications.c.status)).all())
+    assert ids[4] not in sent and set(sent.values()) == {"sent"}  # and every good order's message went out
