@@ -39,6 +39,7 @@ from ordersys_pipelines.domain.refunds.queries import IN_FLIGHT
 
 MAX_BACKOFF_SECONDS = 3600
 STAGE = "refund processing"
+PAID_UNRECORDED = "the gateway has paid this refund out: reconcile it before refunding again"
 RESUMED = "resumed: the run that held this refund stopped before recording the gateway's answer"
 
 
@@ -129,6 +130,10 @@ def process_batch(
             isolated(conn, items, lambda c, some, part: record(
                 c, some, outcomes, claimant=claimant, run_id=run_id, policy=policy, report=part),
                 report=report, key=lambda i: i.id)
+        # A refund whose payout could not be recorded says so: the money has left.
+        paid = {i.id for i in items if outcomes[i.reference].succeeded}
+        report.to_fail.update({refund_id: f"{why}; {PAID_UNRECORDED}" for refund_id, why in report.to_fail.items()
+                               if refund_id in paid})
     if report.to_fail:
         # In a transaction of its own: PostgreSQL checks a row's foreign keys again on any update
         # once this transaction has changed the row (the claim), so a dangling reference could
