@@ -17,17 +17,17 @@ from ordersys_pipelines.dagster_warnings import accepted_dagster_warnings
 from ordersys_pipelines.domain.analytics.checks import Difference, day_differences, leaderboard_differences
 from ordersys_pipelines.domain.analytics.days import local_midnight_utc
 from ordersys_pipelines.domain.analytics.freshness import touched_days
+from ordersys_pipelines.domain.analytics.isolated import LeftOut, compute_range_isolating
 from ordersys_pipelines.domain.analytics.kpis import (
     KPI_FIELDS,
     DayKpis,
-    compute_range,
     consistent_read,
     orders_before_start,
     total,
 )
 from ordersys_pipelines.domain.analytics.leaderboard import (
     NetRevenueTotals,
-    customer_net_revenue,
+    customer_net_revenue_isolating,
     net_revenue_totals,
 )
 from ordersys_pipelines.domain.analytics.redis_store import AnalyticsStore, RankedCustomer
@@ -106,6 +106,15 @@ def _top_md(top: list[RankedCustomer], currency: str) -> dg.MetadataValue:
         [str(c.rank), c.name, c.email or "", grouped(c.net_revenue_cents, currency)] for c in top
     ]
     return dg.MetadataValue.md(markdown_table(["rank", "customer", "email", "net revenue"], rows, numeric=["rank", "net revenue"]))
+
+
+def _left_out_metadata(left_out: list[LeftOut]) -> dict:
+    """Rows that could not be counted (domain.analytics.isolated), named with the reason."""
+    if not left_out:
+        return {"rows_left_out": 0}
+    rows = [[r.table, str(r.row_id), r.reason] for r in left_out[:_MAX_DIFFERENCES_SHOWN]]
+    return {"rows_left_out": len(left_out),
+            "rows_left_out_sample": dg.MetadataValue.md(_md_table(["table", "id", "reason"], rows))}
 
 
 def _kpi_metadata(first: date, last: date, kpis: dict[date, DayKpis], currency: str) -> dict:
@@ -209,8 +218,11 @@ def build_analytics(settings: Settings) -> Analytics:
             first, last = date.fromisoformat(key_range.start), date.fromisoformat(key_range.end)
             started = time.perf_counter()
             with consistent_read(database.engine) as conn:
-                kpis = compute_range(conn, first, last, tz)
+                counted = compute_range_isolating(conn, first, last, tz)
                 early = orders_before_start(conn, start_utc)
+            kpis = counted.kpis
+            if counted.left_out:
+                context.log.warning(f"{len(counted.left_out)} row(s) left out of the KPIs: {counted.left_out[:3]}")
             sql_seconds = time.perf_counter() - started
             store = AnalyticsStore(redis.client(), redis.key)
             store.write_days({day: value.as_hash() for day, value in kpis.items()})
@@ -239,6 +251,7 @@ def build_analytics(settings: Settings) -> Analytics:
                     "sql_seconds": round(sql_seconds, 4),
                     "seconds": round(seconds, 4),
                     "days_per_second": round(len(kpis) / seconds, 1) if seconds else 0.0,
+                    **_left_out_metadata(counted.left_out),
                 },
                 check_results=checks,
             )
@@ -287,8 +300,12 @@ def build_analytics(settings: Settings) -> Analytics:
     ) -> dg.MaterializeResult:
         started = time.perf_counter()
         with consistent_read(database.engine) as conn:
-            entries = customer_net_revenue(conn)
-            expected = net_revenue_totals(conn)
+            ranked = customer_net_revenue_isolating(conn)
+            expected = net_revenue_totals(conn, excluding=list(ranked.left_out))
+        entries = ranked.entries
+        if ranked.left_out:
+            context.log.warning(f"{len(ranked.left_out)} customer(s) left out of the leaderboard: "
+                                f"{list(ranked.left_out.items())[:3]}")
         store = AnalyticsStore(redis.client(), redis.key)
         store.write_leaderboard(entries)
         members, total_cents = store.leaderboard_summary()
@@ -301,6 +318,11 @@ def build_analytics(settings: Settings) -> Analytics:
                 "total_net_revenue": grouped(expected.net_revenue_cents, currency),
                 "total_net_revenue_cents": expected.net_revenue_cents,
                 "top_10": _top_md(store.leaderboard_top(10), currency),
+                "customers_left_out": len(ranked.left_out),
+                **({"customers_left_out_sample": dg.MetadataValue.md(_md_table(
+                    ["customer id", "reason"],
+                    [[str(c), why] for c, why in list(ranked.left_out.items())[:_MAX_DIFFERENCES_SHOWN]]))}
+                   if ranked.left_out else {}),
                 "seconds": round(seconds, 4),
             },
             check_results=leaderboard_checks(expected, members, total_cents),

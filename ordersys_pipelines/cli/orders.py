@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -12,13 +13,27 @@ from sqlalchemy import Connection
 from ordersys_pipelines.cli import runtime
 from ordersys_pipelines.cli.console import console
 from ordersys_pipelines.db.engine import get_engine
+from ordersys_pipelines.domain.isolation import describe, is_data_error
 from ordersys_pipelines.domain.orders import operations
 from ordersys_pipelines.domain.orders.queries import OrderDetails, order_details
 from ordersys_pipelines.domain.refunds.queries import refunds_table
 
 
 def money(cents: int | None, currency: str) -> str:
-    return "" if cents is None else f"{cents // 100:,}.{cents % 100:02d} {currency}"
+    if cents is None:
+        return ""
+    if not isinstance(cents, int):  # read as the stored text: not a number of cents
+        return f"{cents} (not a valid amount)"
+    return f"{cents // 100:,}.{cents % 100:02d} {currency}"
+
+
+def when(moment, pattern: str) -> str:
+    """A stored timestamp; one the database holds out of range is shown as its text."""
+    if moment is None:
+        return ""
+    if isinstance(moment, datetime):
+        return f"{moment:{pattern}}"
+    return f"{moment} (not a valid date)"
 
 
 def _summary(conn: Connection, details: OrderDetails, currency: str) -> Table:
@@ -27,7 +42,7 @@ def _summary(conn: Connection, details: OrderDetails, currency: str) -> Table:
     for name, value in [
         ("status", order.status + (f" — {order.status_reason}" if order.status_reason else "")),
         ("customer", f"{order.customer} ({order.customer_name})" if order.customer_name else order.customer),
-        ("order date", f"{order.order_date:%Y-%m-%d %H:%M} UTC"),
+        ("order date", when(order.order_date, "%Y-%m-%d %H:%M UTC")),
         ("total", money(order.total_cents, currency)),
         ("payment", order.payment_ref or "—"),
         ("refund state", order.refund_state or "—"),
@@ -54,7 +69,7 @@ def _events(conn: Connection, details: OrderDetails, currency: str) -> Table:
     table.add_column("reason")
     table.add_column("run", no_wrap=True)
     for event in details.events:
-        table.add_row(f"{event.created_at:%Y-%m-%d %H:%M:%S}", event.from_status or "", event.to_status,
+        table.add_row(when(event.created_at, "%Y-%m-%d %H:%M:%S"), event.from_status or "", event.to_status,
                       event.reason or "", (event.run_id or "")[:8])
     return table
 
@@ -85,7 +100,13 @@ def show(ref: str) -> None:
         if details is None:
             raise click.ClickException(f"no order {ref!r}")
         for section in SHOW_SECTIONS:
-            renderable = section(conn, details, settings.currency)
+            try:
+                with conn.begin_nested():
+                    renderable = section(conn, details, settings.currency)
+            except Exception as error:  # noqa: BLE001 - one unreadable section hides no other
+                if not is_data_error(error):
+                    raise
+                renderable = f"({section.__name__.strip('_')} could not be read: {describe(error)})"
             if renderable is not None:
                 console().print(renderable)
 

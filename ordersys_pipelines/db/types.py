@@ -13,8 +13,23 @@ from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+
+class _MySQLTimestamp(DATETIME):
+    """DATETIME(6) whose unreadable values raise, as on the other backends. A zero date
+    ('0000-00-00', or '2024-00-10'), storable under a relaxed sql_mode, comes back from PyMySQL
+    as a str; passed on, it fails later and far away (a TypeError in a sort, a template)."""
+
+    def result_processor(self, dialect, coltype):
+        def process(value):
+            if isinstance(value, str):
+                raise ValueError(f"stored timestamp {value!r} is not a valid date and time")
+            return value
+
+        return process
+
+
 # Naive UTC with microseconds on every backend (PostgreSQL's TIMESTAMP already has them).
-Timestamp = DateTime().with_variant(DATETIME(fsp=6), "mysql", "mariadb")
+Timestamp = DateTime().with_variant(_MySQLTimestamp(fsp=6), "mysql", "mariadb")
 
 # InnoDB (row locks, SKIP LOCKED), four-byte UTF-8, byte-wise case-sensitive comparisons.
 TABLE_OPTIONS = {

@@ -8,13 +8,14 @@ the leaderboard. Both lookups use the `run_id` indexes and return only the span.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, func, select
 
 from ordersys_pipelines.db.schema import order_events, orders, refund_events, refunds
 from ordersys_pipelines.domain.analytics.days import local_day
+from ordersys_pipelines.domain.analytics.kpis import readable_span
 
 
 @dataclass(frozen=True)
@@ -27,29 +28,17 @@ class TouchedDays:
     refunds: int
 
 
-def _as_datetime(value) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-
-
 def touched_days(conn: Connection, run_id: str, tz: ZoneInfo) -> TouchedDays | None:
     """The span of local days a run touched, or None when it changed nothing the KPIs count
     (no order events, and no refund of its events was processed)."""
-    touched_orders = select(order_events.c.order_id).where(order_events.c.run_id == run_id).distinct().subquery()
-    order_count, order_low, order_high = conn.execute(
-        select(func.count(), func.min(orders.c.order_date), func.max(orders.c.order_date)).join(
-            touched_orders, touched_orders.c.order_id == orders.c.id
-        )
-    ).one()
-    touched_refunds = (
-        select(refund_events.c.refund_id).where(refund_events.c.run_id == run_id).distinct().subquery()
-    )
-    refund_count, refund_low, refund_high = conn.execute(
-        select(func.count(), func.min(refunds.c.processed_at), func.max(refunds.c.processed_at)).join(
-            touched_refunds, touched_refunds.c.refund_id == refunds.c.id
-        )
-    ).one()
-    stamps = [_as_datetime(v) for v in (order_low, order_high, refund_low, refund_high) if v is not None]
-    if not stamps:  # no events, or only refunds that did not get processed: no KPI changed
+    touched_orders = orders.c.id.in_(select(order_events.c.order_id).where(order_events.c.run_id == run_id))
+    touched_refunds = refunds.c.id.in_(select(refund_events.c.refund_id).where(refund_events.c.run_id == run_id))
+    order_count = conn.execute(select(func.count()).select_from(orders).where(touched_orders)).scalar_one()
+    refund_count = conn.execute(select(func.count()).select_from(refunds).where(touched_refunds)).scalar_one()
+    # A run may have failed an order whose date cannot be read: the span skips what it cannot read.
+    spans = [span for span in (readable_span(conn, orders.c.order_date, touched_orders),
+                               readable_span(conn, refunds.c.processed_at, touched_refunds)) if span]
+    if not spans:  # no events, or only refunds that did not get processed: no KPI changed
         return None
-    days = [local_day(stamp, tz) for stamp in stamps]
+    days = [local_day(stamp, tz) for span in spans for stamp in span]
     return TouchedDays(min(days), max(days), int(order_count), int(refund_count))

@@ -46,8 +46,11 @@ from sqlalchemy import (
 )
 
 from ordersys_pipelines.db.dialect import is_mysql
+from ordersys_pipelines.db.rowsets import in_ids
 from ordersys_pipelines.db.schema import notifications, orders, refunds
 from ordersys_pipelines.domain.analytics.days import day_bounds_utc, days_in, offset_segments
+from ordersys_pipelines.domain.isolation import is_data_error
+from ordersys_pipelines.domain.readable import look
 
 FINALIZED_STATUSES = ("finalized", "shipped", "delivered")
 
@@ -135,6 +138,8 @@ def _local_day(conn: Connection, column, segments: list[tuple[datetime, int]]) -
 
 
 def _as_date(value) -> date:
+    if value is None:  # SQLite's date() of text that is no timestamp
+        raise ValueError("a stored timestamp is not a valid date: it falls on no day")
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
@@ -143,7 +148,13 @@ def _as_date(value) -> date:
 _BY_DAY = text("1")
 
 
-def _queries(conn: Connection, start: datetime, end: datetime, segments):
+def _only(conn: Connection, table, only: Mapping[str, list[int]] | None) -> list:
+    """The extra condition restricting `table` to the row ids `only` names (none: every row)."""
+    return [] if only is None else [in_ids(conn, table.c.id, only.get(table.name, []), f"{table.name}_ids")]
+
+
+def _queries(conn: Connection, start: datetime, end: datetime, segments,
+             only: Mapping[str, list[int]] | None = None):
     """(statement, field names) per table: each returns (local day, *fields) per day."""
     finalized = orders.c.status.in_(FINALIZED_STATUSES)
     order_day = _local_day(conn, orders.c.order_date, segments)
@@ -159,6 +170,7 @@ def _queries(conn: Connection, start: datetime, end: datetime, segments):
             orders.c.status.in_((*FINALIZED_STATUSES, "failed", "cancelled")),
             orders.c.order_date >= _ts(conn, start),
             orders.c.order_date < _ts(conn, end),
+            *_only(conn, orders, only),
         )
         .group_by(_BY_DAY),
         ("order_count", "gross_revenue_cents", "failed_order_count", "cancelled_order_count"),
@@ -173,6 +185,7 @@ def _queries(conn: Connection, start: datetime, end: datetime, segments):
             refunds.c.status == "processed",
             refunds.c.processed_at >= _ts(conn, start),
             refunds.c.processed_at < _ts(conn, end),
+            *_only(conn, refunds, only),
         )
         .group_by(_BY_DAY),
         ("refund_count", "refund_amount_cents"),
@@ -183,22 +196,26 @@ def _queries(conn: Connection, start: datetime, end: datetime, segments):
     ):
         yield (
             select(_local_day(conn, column, segments), func.count())
-            .where(notifications.c.status == status, column >= _ts(conn, start), column < _ts(conn, end))
+            .where(notifications.c.status == status, column >= _ts(conn, start), column < _ts(conn, end),
+                   *_only(conn, notifications, only))
             .group_by(_BY_DAY),
             (name,),
         )
 
 
-def compute_range(conn: Connection, first: date, last: date, tz: ZoneInfo) -> dict[date, DayKpis]:
+def compute_range(
+    conn: Connection, first: date, last: date, tz: ZoneInfo, *, only: Mapping[str, list[int]] | None = None
+) -> dict[date, DayKpis]:
     """KPIs of every local day from `first` to `last` (both included; days without activity
-    are all zeros), with four grouped queries whatever the length of the range."""
+    are all zeros), with four grouped queries whatever the length of the range. `only`
+    (table name → row ids) counts just those rows (analytics.isolated splits a range so)."""
     if last < first:
         raise ValueError(f"empty day range {first} .. {last}")
     start, _ = day_bounds_utc(first, tz)
     _, end = day_bounds_utc(last, tz)
     segments = offset_segments(start, end, tz)
     values: dict[date, dict[str, int]] = {day: {} for day in days_in(first, last)}
-    for statement, names in _queries(conn, start, end, segments):
+    for statement, names in _queries(conn, start, end, segments, only):
         for day_value, *sums in conn.execute(statement):
             day = _as_date(day_value)
             if day not in values:  # the bounds and the CASE disagree: a bug, never drop data
@@ -225,40 +242,42 @@ class OrdersBeforeStart:
 
     count: int
     finalized_count: int
-    earliest: datetime | None
+    earliest: datetime | str | None  # as the stored text when it is no readable timestamp
 
 
 def orders_before_start(conn: Connection, start_utc: datetime) -> OrdersBeforeStart:
     finalized = orders.c.status.in_(FINALIZED_STATUSES)
-    count, finalized_count, earliest = conn.execute(
-        select(func.count(), func.sum(case((finalized, 1), else_=0)), func.min(orders.c.order_date)).where(
-            orders.c.order_date < _ts(conn, start_utc)
-        )
+    before = orders.c.order_date < _ts(conn, start_utc)
+    count, finalized_count = conn.execute(
+        select(func.count(), func.sum(case((finalized, 1), else_=0))).where(before)
     ).one()
+    try:
+        with conn.begin_nested():
+            earliest = conn.execute(select(func.min(orders.c.order_date)).where(before)).scalar()
+    except Exception as error:  # noqa: BLE001 - a zero date or year 0 is the earliest: show its text
+        if not is_data_error(error):
+            raise
+        earliest = conn.execute(select(cast(func.min(orders.c.order_date), String)).where(before)).scalar()
     return OrdersBeforeStart(int(count), int(finalized_count or 0), earliest)
+
+
+def readable_span(conn: Connection, column, *where) -> tuple[datetime, datetime] | None:
+    """(MIN, MAX) of the timestamp `column` over the rows matching `where`, or None without
+    rows; over the readable ones where a stored value cannot be read (domain.readable)."""
+    low, high = look(conn, select(func.min(column), func.max(column)).where(*where), column)
+    return None if low is None else (_as_datetime(low), _as_datetime(high))
 
 
 def activity_span(conn: Connection) -> tuple[datetime, datetime] | None:
     """Earliest and latest timestamp any KPI counts (UTC), or None on an empty database."""
     candidates = [
-        select(func.min(orders.c.order_date), func.max(orders.c.order_date)),
-        select(func.min(refunds.c.processed_at), func.max(refunds.c.processed_at)).where(
-            refunds.c.status == "processed"
-        ),
-        select(func.min(notifications.c.sent_at), func.max(notifications.c.sent_at)).where(
-            notifications.c.status == "sent"
-        ),
-        select(func.min(notifications.c.next_attempt_at), func.max(notifications.c.next_attempt_at)).where(
-            notifications.c.status == "failed"
-        ),
+        (orders.c.order_date,),
+        (refunds.c.processed_at, refunds.c.status == "processed"),
+        (notifications.c.sent_at, notifications.c.status == "sent"),
+        (notifications.c.next_attempt_at, notifications.c.status == "failed"),
     ]
-    lows, highs = [], []
-    for statement in candidates:
-        low, high = conn.execute(statement).one()
-        if low is not None:
-            lows.append(_as_datetime(low))
-            highs.append(_as_datetime(high))
-    return (min(lows), max(highs)) if lows else None
+    spans = [span for column, *where in candidates if (span := readable_span(conn, column, *where)) is not None]
+    return (min(low for low, _ in spans), max(high for _, high in spans)) if spans else None
 
 
 def _as_datetime(value) -> datetime:

@@ -31,6 +31,7 @@ from ordersys_pipelines.db.dialect import update_returning
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import notifications
 from ordersys_pipelines.domain.claims import claim, claimable
+from ordersys_pipelines.domain.isolation import describe, in_savepoint, is_data_error, isolate
 from ordersys_pipelines.domain.notifications.channels import (
     Channels,
     Message,
@@ -46,9 +47,11 @@ from ordersys_pipelines.domain.notifications.context import (
     template_context,
 )
 from ordersys_pipelines.domain.notifications.templates import TemplateRenderError, render
+from ordersys_pipelines.domain.readable import READABLE_WINDOW, look
 from ordersys_pipelines.domain.tables import markdown_table
 
 OUTCOMES = ("sent", "retried", "failed")
+STAGE = "notification dispatch"
 FLUSH_EVERY = 50
 FLUSH_SECONDS = 1.0
 MAX_ERROR_CHARS = 2000
@@ -130,10 +133,12 @@ def due_clause(now: datetime) -> ColumnElement[bool]:
 def due_summary(conn: Connection, now: datetime | None = None) -> tuple[int, int | None, datetime | None]:
     """(count, highest id, latest next_attempt_at) of the notifications a dispatch would take now."""
     now = now or utcnow()
-    query = select(func.count(), func.max(n.id), func.max(n.next_attempt_at)).where(
-        due_clause(now), claimable(notifications)
-    )
-    count, max_id, latest = conn.execute(query).one()
+    due = [due_clause(now), claimable(notifications)]
+    count, max_id = conn.execute(select(func.count(), func.max(n.id)).where(*due)).one()
+    # A due row whose next_attempt_at cannot be read still counts (dispatch isolates it).
+    [latest] = look(conn, select(func.max(n.next_attempt_at)).where(*due), n.next_attempt_at)
+    if latest is None and count:
+        latest = READABLE_WINDOW[0]
     return count, max_id, latest
 
 
@@ -147,7 +152,7 @@ def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, lim
                     limit=limit or config.batch_size, claimant=claimant, lease_seconds=config.lease_seconds)
         if not ids:
             return result
-        ready, broken = _prepare(conn, ids, config)
+        ready, broken = _prepare_isolated(conn, ids, config)
         if ready:
             conn.execute(
                 update(notifications)
@@ -216,6 +221,21 @@ def _prepare(conn: Connection, ids: list[int], config: NotifierConfig):
     return ready, broken
 
 
+def _prepare_isolated(conn: Connection, ids: list[int], config: NotifierConfig):
+    """`_prepare` through domain.isolation: a notification whose order, customer or refund
+    cannot be read or rendered from is `broken` alone (failed, with the reason), the rest go on."""
+    batch = isolate(ids, in_savepoint(conn, lambda c, some: _prepare(c, some, config)), stage=STAGE)
+    ready = [item for part_ready, _ in batch.results for item in part_ready]
+    broken = [item for _, part_broken in batch.results for item in part_broken]
+    if batch.failed:
+        rows = conn.execute(select(n.id, n.type, n.attempts, n.channel).where(n.id.in_(list(batch.failed))))
+        unknown = dict.fromkeys(name for name in NotificationRow.__dataclass_fields__ if name != "lines")
+        for row in rows:
+            bare = NotificationRow(**{**unknown, **row._mapping})
+            broken.append((bare, row.channel or config.channel, f"bad data in {STAGE}: {batch.failed[row.id]}"))
+    return ready, broken
+
+
 def _send(engine: Engine, config: NotifierConfig, claimant: str, ready: list[_Ready], result: DispatchResult) -> None:
     marks: list[_Mark] = []
     ours: set[int] | None = None  # None: the whole batch, as claimed
@@ -233,6 +253,10 @@ def _send(engine: Engine, config: NotifierConfig, claimant: str, ready: list[_Re
                 error = None
             except (TransientError, PermanentError) as exc:
                 error = exc
+            except Exception as exc:  # noqa: BLE001 - a value the channel cannot take fails this one alone
+                if not is_data_error(exc):
+                    raise
+                error = PermanentError(f"bad data in {STAGE}: {describe(exc)}")
             mark = _outcome(item.row, error, config, utcnow())
             outcome = "sent" if mark.new_status == "sent" else (
                 "retried" if mark.new_status == "pending" else "failed")

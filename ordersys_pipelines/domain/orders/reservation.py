@@ -26,7 +26,9 @@ from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids
 from ordersys_pipelines.db.schema import import_files, order_lines, orders
 from ordersys_pipelines.domain import claims, inventory
+from ordersys_pipelines.domain.isolation import in_savepoint, isolate
 from ordersys_pipelines.domain.notifications.outbox import enqueue_for_orders
+from ordersys_pipelines.domain.orders import poison
 from ordersys_pipelines.domain.orders.states import CREATED, FAILED, RESERVED, transition
 
 FIFO = [orders.c.order_date, orders.c.order_ref]
@@ -52,6 +54,10 @@ class ReservationResult:
     def failed_by_reason(self) -> dict[str, int]:
         """Failure counts by the kind of reason (the text before the first colon)."""
         return dict(Counter(reason.split(":", 1)[0] for reason in self.failed.values()))
+
+    def merge(self, other: ReservationResult) -> None:
+        self.reserved += other.reserved
+        self.failed.update(other.failed)
 
 
 @dataclass(frozen=True)
@@ -158,12 +164,23 @@ RESERVATION_LOCK = 0x6F72_6473_7973  # "ordsys"
 def reserve_batch(
     engine: Engine, *, batch_size: int, claimant: str, lease_seconds: int, run_id: str | None
 ) -> ReservationResult:
-    """Pick and reserve up to `batch_size` of the oldest eligible orders in one transaction."""
+    """Pick and reserve up to `batch_size` of the oldest eligible orders in one transaction.
+    An order the reservation cannot read or write fails alone (domain.isolation)."""
     with exclusive_transaction(engine, RESERVATION_LOCK) as conn:
         ids = lock_created(conn, limit=batch_size)
         if not ids:
             return ReservationResult()
-        return reserve_locked(conn, ids, claimant=claimant, lease_seconds=lease_seconds, run_id=run_id)
+        batch = isolate(
+            ids,
+            in_savepoint(conn, lambda c, some: reserve_locked(
+                c, some, claimant=claimant, lease_seconds=lease_seconds, run_id=run_id)),
+            fail=lambda errors: poison.fail_orders(conn, errors, stage="reservation", expected_from=CREATED,
+                                            run_id=run_id),
+            stage="reservation",
+        )
+        result = batch.merged_into(ReservationResult(claimed=len(ids)))
+        result.failed.update({i: poison.reason("reservation", error) for i, error in batch.failed.items()})
+        return result
 
 
 def pending(conn: Connection, cap: int = 100_000) -> int:

@@ -14,6 +14,8 @@ from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids
 from ordersys_pipelines.db.schema import orders
 from ordersys_pipelines.domain import claims
+from ordersys_pipelines.domain.isolation import in_savepoint, isolate
+from ordersys_pipelines.domain.orders import poison
 from ordersys_pipelines.domain.orders.reservation import FIFO
 from ordersys_pipelines.domain.orders.states import AWAITING_PAYMENT, RESERVED, transition
 from ordersys_pipelines.domain.payments import gateway
@@ -79,4 +81,17 @@ def initiate_batch(
     if not ids:
         return InitiationResult()
     with engine.begin() as conn:
-        return initiate_claimed(conn, ids, claimant=claimant, config=config, run_id=run_id)
+        # An order the gateway request cannot be built or stored for fails alone.
+        batch = isolate(
+            ids,
+            in_savepoint(conn, lambda c, some: initiate_claimed(c, some, claimant=claimant, config=config,
+                                                                run_id=run_id)),
+            fail=lambda errors: poison.fail_orders(conn, errors, stage="payment initiation",
+                                                   expected_from=RESERVED, run_id=run_id),
+            stage="payment initiation",
+        )
+    result = InitiationResult(claimed=len(ids))
+    for part in batch.results:
+        result.initiated.update(part.initiated)
+        result.amount_cents += part.amount_cents
+    return result

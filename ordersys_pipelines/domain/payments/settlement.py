@@ -21,11 +21,14 @@ from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids, rowset
 from ordersys_pipelines.db.schema import orders, payment_callbacks
 from ordersys_pipelines.domain import claims, inventory
+from ordersys_pipelines.domain.isolation import in_savepoint, isolate
 from ordersys_pipelines.domain.notifications.outbox import enqueue_for_orders
+from ordersys_pipelines.domain.orders import poison
 from ordersys_pipelines.domain.orders.states import AWAITING_PAYMENT, FAILED, FINALIZED, transition
 from ordersys_pipelines.domain.payments.callbacks import CallbackError, epoch, parse_event
 from ordersys_pipelines.domain.payments.config import GatewayConfig
 from ordersys_pipelines.domain.payments.signing import SignatureError, verify
+from ordersys_pipelines.domain.readable import look
 
 
 @dataclass
@@ -42,6 +45,12 @@ class SettlementResult:
 
     def rejected_by_reason(self) -> dict[str, int]:
         return dict(Counter(reason.split(":", 1)[0] for reason in self.rejected.values()))
+
+    def merge(self, other: SettlementResult) -> None:
+        self.finalized += other.finalized
+        self.declined.update(other.declined)
+        self.rejected.update(other.rejected)
+        self.duplicates += other.duplicates
 
 
 def due_callbacks(now: datetime):
@@ -176,7 +185,31 @@ def settle_batch(
     if not ids:
         return SettlementResult()
     with engine.begin() as conn:
-        return apply_claimed(conn, ids, claimant=claimant, config=config, run_id=run_id)
+        # A callback whose row (or whose order's) the settlement cannot read or write is
+        # rejected alone with the reason; the others settle.
+        batch = isolate(
+            ids,
+            in_savepoint(conn, lambda c, some: apply_claimed(c, some, claimant=claimant, config=config,
+                                                             run_id=run_id)),
+            fail=lambda errors: reject_callbacks(conn, errors, run_id=run_id),
+            stage="settlement",
+        )
+    result = batch.merged_into(SettlementResult(claimed=len(ids)))
+    result.rejected.update({i: poison.reason("settlement", error) for i, error in batch.failed.items()})
+    return result
+
+
+def reject_callbacks(conn: Connection, errors: dict[int, str], *, run_id: str | None) -> None:
+    """Mark isolated callbacks rejected with the reason; their orders are left as they are."""
+    with conn.begin_nested():
+        outcome = rowset(conn, ((i, poison.reason("settlement", e)) for i, e in errors.items()),
+                         [("id", BigInteger()), ("reason", Text())], "poisoned")
+        conn.execute(
+            update(payment_callbacks)
+            .where(payment_callbacks.c.id == outcome.c.id, payment_callbacks.c.status == "pending")
+            .values(status="rejected", reason=outcome.c.reason, processed_at=utcnow(), run_id=run_id,
+                    claimed_by=None, claim_expires_at=None)
+        )
 
 
 def overdue(timeout_seconds: int, now: datetime):
@@ -200,22 +233,28 @@ def expire_overdue(
     ids = list(conn.execute(candidates).scalars())
     if not ids:
         return []
-    inventory.lock_products_of_orders(conn, ids)
-    inventory.release_reserved(conn, ids, now)
-    reason = f"payment expired: no confirmation within {timeout_seconds} s"
-    transition(conn, ids, FAILED, reason, run_id, expected_from=AWAITING_PAYMENT, now=now)
-    enqueue_for_orders(conn, "order_failed", _ids_select(conn, ids))
-    return ids
+
+    def expire(conn: Connection, some: list[int]) -> list[int]:
+        inventory.lock_products_of_orders(conn, some)
+        inventory.release_reserved(conn, some, now)
+        reason = f"payment expired: no confirmation within {timeout_seconds} s"
+        transition(conn, some, FAILED, reason, run_id, expected_from=AWAITING_PAYMENT, now=now)
+        enqueue_for_orders(conn, "order_failed", _ids_select(conn, some))
+        return some
+
+    # An order whose stock cannot be given back (or that cannot be read) fails alone.
+    batch = isolate(ids, in_savepoint(conn, expire), stage="expiry",
+                    fail=lambda errors: poison.fail_orders(conn, errors, stage="expiry",
+                                                           expected_from=AWAITING_PAYMENT, run_id=run_id, now=now))
+    return sorted(i for part in batch.results for i in part) + sorted(batch.failed)
 
 
 def next_due(conn: Connection, timeout_seconds: int) -> datetime | None:
     """When settlement will next have work: the earliest pending callback or payment deadline."""
-    callback = conn.execute(
-        select(func.min(payment_callbacks.c.available_at)).where(payment_callbacks.c.status == "pending")
-    ).scalar()
-    deadline = conn.execute(
-        select(func.min(orders.c.status_changed_at)).where(orders.c.status == AWAITING_PAYMENT)
-    ).scalar()
+    [callback] = look(conn, select(func.min(payment_callbacks.c.available_at))
+                      .where(payment_callbacks.c.status == "pending"), payment_callbacks.c.available_at)
+    [deadline] = look(conn, select(func.min(orders.c.status_changed_at))
+                      .where(orders.c.status == AWAITING_PAYMENT), orders.c.status_changed_at)
     if deadline is not None:
         deadline += timedelta(seconds=timeout_seconds)
     moments = [m for m in (callback, deadline) if m is not None]

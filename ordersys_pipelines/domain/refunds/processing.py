@@ -28,14 +28,18 @@ from sqlalchemy import Connection, Engine, and_, bindparam, case, func, insert, 
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import orders, refund_events, refunds
 from ordersys_pipelines.domain.claims import claim, claimable
+from ordersys_pipelines.domain.isolation import in_savepoint, isolate
 from ordersys_pipelines.domain.money import plain
 from ordersys_pipelines.domain.notifications.outbox import enqueue_for_refunds
 from ordersys_pipelines.domain.payments.config import GatewayConfig
+from ordersys_pipelines.domain.readable import look
 from ordersys_pipelines.domain.refunds import gateway_refunds
 from ordersys_pipelines.domain.refunds.gateway_refunds import RefundCall, RefundOutcome
 from ordersys_pipelines.domain.refunds.queries import IN_FLIGHT
 
 MAX_BACKOFF_SECONDS = 3600
+STAGE = "refund processing"
+PAID_UNRECORDED = "the gateway has paid this refund out: reconcile it before refunding again"
 RESUMED = "resumed: the run that held this refund stopped before recording the gateway's answer"
 
 
@@ -62,6 +66,15 @@ class BatchReport:
     amount_refunded_cents: int = 0
     seconds: float = 0.0
     processed_ids: list[int] = field(default_factory=list)
+    isolated: dict[int, str] = field(default_factory=dict)  # refund id → why it failed alone
+    to_fail: dict[int, str] = field(default_factory=dict)  # isolated, not yet marked failed
+
+    def merge(self, other: BatchReport) -> None:
+        """Add the counts of a part of the batch (domain.isolation runs a batch in parts)."""
+        for name in ("claimed", "resumed", "processed", "retried", "failed", "skipped", "lost", "replayed",
+                     "amount_refunded_cents"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.processed_ids += other.processed_ids
 
     def as_metadata(self) -> dict:
         return {
@@ -110,18 +123,85 @@ def process_batch(
     with engine.begin() as conn:
         items = start(conn, limit=limit, claimant=claimant, run_id=run_id, policy=policy, report=report)
     if items:
-        outcomes = call_gateway(engine, gateway, items)
+        outcomes = call_gateway(engine, gateway, items, report=report)
+        items = [i for i in items if i.reference in outcomes]
+    if items:
         with engine.begin() as conn:
-            record(conn, items, outcomes, claimant=claimant, run_id=run_id, policy=policy, report=report)
+            isolated(conn, items, lambda c, some, part: record(
+                c, some, outcomes, claimant=claimant, run_id=run_id, policy=policy, report=part),
+                report=report, key=lambda i: i.id)
+        # A refund whose payout could not be recorded says so: the money has left.
+        paid = {i.id for i in items if outcomes[i.reference].succeeded}
+        report.to_fail.update({refund_id: f"{why}; {PAID_UNRECORDED}" for refund_id, why in report.to_fail.items()
+                               if refund_id in paid})
+    if report.to_fail:
+        # In a transaction of its own: PostgreSQL checks a row's foreign keys again on any update
+        # once this transaction has changed the row (the claim), so a dangling reference could
+        # not even be marked failed in the batch's transaction.
+        with engine.begin() as conn:
+            fail_refunds(conn, report.to_fail, run_id=run_id, report=report)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def call_gateway(engine: Engine, gateway: GatewayConfig, items: list[_Item]) -> dict[str, RefundOutcome]:
-    with engine.begin() as conn:
-        return gateway_refunds.refund_batch(
-            conn, gateway, [RefundCall(i.reference, i.payment_ref, i.amount_cents) for i in items]
-        )
+def call_gateway(engine: Engine, gateway: GatewayConfig, items: list[_Item],
+                 report: BatchReport | None = None) -> dict[str, RefundOutcome]:
+    """The gateway's answers by reference, each part of the batch committed on its own. A
+    refund the gateway refuses outright (its reference was sent for another payment or amount)
+    has no answer here and is left in `report.to_fail`."""
+
+    def send(some: list[_Item]) -> dict[str, RefundOutcome]:
+        with engine.begin() as conn:
+            return gateway_refunds.refund_batch(
+                conn, gateway, [RefundCall(i.reference, i.payment_ref, i.amount_cents) for i in some]
+            )
+
+    def fail(errors: dict[_Item, str]) -> None:
+        if report is not None:
+            report.to_fail.update({i.id: error for i, error in errors.items()})
+
+    batch = isolate(items, send, fail=fail, stage=STAGE)
+    return {reference: outcome for part in batch.results for reference, outcome in part.items()}
+
+
+def isolated(conn: Connection, items: list, work, *, report: BatchReport, key=lambda i: i) -> list:
+    """Run `work(conn, some_items, part_report)` over `items` with domain.isolation: a part
+    that fails with a data error is rolled back (savepoint) and split; a refund that fails
+    alone is left in `report.to_fail`. Returns what the parts returned, in order."""
+
+    def attempt(c: Connection, some: list) -> tuple[object, BatchReport]:
+        part = BatchReport()
+        return work(c, some, part), part
+
+    batch = isolate(items, in_savepoint(conn, attempt), stage=STAGE, fail=lambda errors: report.to_fail.update(
+        {key(i): error for i, error in errors.items()}))
+    for _, part in batch.results:
+        report.merge(part)
+    return [value for value, _ in batch.results]
+
+
+def fail_refunds(conn: Connection, errors: dict[int, str], *, run_id: str | None,
+                 report: BatchReport | None = None) -> None:
+    """End isolated refunds `failed` with the reason in `last_error` and a refund event. No
+    customer notification: it would be rendered from the data that is broken."""
+    now = utcnow()
+    current = dict(conn.execute(
+        select(refunds.c.id, refunds.c.status).where(refunds.c.id.in_(list(errors)), refunds.c.status.in_(IN_FLIGHT))
+    ).all())
+    if not current:
+        return
+    reasons = {refund_id: f"bad data in {STAGE}: {errors[refund_id]}" for refund_id in current}
+    conn.execute(
+        update(refunds)
+        .where(refunds.c.id == bindparam("refund_id"))
+        .values(status="failed", last_error=bindparam("why"), claimed_by=None, claim_expires_at=None),
+        [{"refund_id": refund_id, "why": why} for refund_id, why in reasons.items()],
+    )
+    _write_events(conn, [_event(refund_id, current[refund_id], "failed", why, run_id, now)
+                         for refund_id, why in reasons.items()])
+    if report is not None:
+        report.failed += len(reasons)
+        report.isolated.update(reasons)
 
 
 def start(
@@ -135,6 +215,15 @@ def start(
     )
     if not ids:
         return []
+    claimed_before = report.claimed
+    parts = isolated(conn, ids, lambda c, some, part: _start_claimed(c, some, run_id=run_id, report=part, now=now),
+                     report=report)
+    report.claimed = claimed_before + len(ids)  # the refunds that failed alone were claimed too
+    return [item for part in parts for item in part]
+
+
+def _start_claimed(conn: Connection, ids: list[int], *, run_id: str | None, report: BatchReport,
+                   now) -> list[_Item]:
     claimed = conn.execute(
         select(refunds.c.id, refunds.c.order_id, refunds.c.reference, refunds.c.amount_cents,
                refunds.c.status, refunds.c.attempts)
@@ -333,9 +422,8 @@ def backlog(conn: Connection) -> Backlog:
     ).one()
     # A held claim is due again when it lapses; an unclaimed refund at its next attempt.
     becomes_due = case((claimable(refunds), refunds.c.next_attempt_at), else_=refunds.c.claim_expires_at)
-    waiting, next_due_at = conn.execute(
-        select(func.count(), func.min(becomes_due))
-        .select_from(refunds)
-        .where(refunds.c.status.in_(IN_FLIGHT), ~and_(due_clause(now), claimable(refunds)))
-    ).one()
+    waiting_clause = [refunds.c.status.in_(IN_FLIGHT), ~and_(due_clause(now), claimable(refunds))]
+    waiting = conn.execute(select(func.count()).select_from(refunds).where(*waiting_clause)).scalar_one()
+    [next_due_at] = look(conn, select(func.min(becomes_due)).select_from(refunds).where(*waiting_clause),
+                         refunds.c.next_attempt_at)
     return Backlog(due=due, waiting=waiting, watermark=watermark or 0, next_due_at=next_due_at)
