@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ordersys_pipelines import imports_defs, workflow_defs
-from ordersys_pipelines.assets import analytics
+from ordersys_pipelines.assets import analytics, reconciliation
 from ordersys_pipelines.resources import build_resources
 from ordersys_pipelines.sensors import notifications as notifications_area
 from ordersys_pipelines.sensors import operations as operations_area
@@ -19,6 +19,7 @@ defs = dg.Definitions.merge(
     refunds_area.defs,
     notifications_area.defs,
     analytics.defs,
+    reconciliation.defs,
     operations_area.defs,
 )
 

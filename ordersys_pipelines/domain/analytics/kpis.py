@@ -7,7 +7,8 @@ What each field counts, and on which day:
 - `failed_order_count`, `cancelled_order_count`: orders in status failed / cancelled, on the
   day of their `order_date`.
 - `refund_count`, `refund_amount_cents`: refunds in status `processed`, on the local day of
-  their `processed_at` (which may be later than the order's day).
+  their `processed_at` (which may be later than the order's day); paybacks of late approvals
+  are not counted (their orders never counted as revenue).
 - `revenue_cents` = gross − refund amount of that day; `average_order_value_cents` = gross //
   order_count (rounded down), 0 without orders.
 - `notifications_sent`: notifications in status `sent`, on the day of `sent_at`.
@@ -36,6 +37,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     String,
+    and_,
     case,
     cast,
     func,
@@ -50,6 +52,9 @@ from ordersys_pipelines.db.schema import notifications, orders, refunds
 from ordersys_pipelines.domain.analytics.days import day_bounds_utc, days_in, offset_segments
 
 FINALIZED_STATUSES = ("finalized", "shipped", "delivered")
+# Refunds that take back revenue: processed, and not a payback (the payment of an order that
+# was never finalized, returned; it was never revenue).
+REVENUE_REFUNDS = and_(refunds.c.status == "processed", refunds.c.type != "payback")
 
 # The fields of a `kpi:daily:YYYY-MM-DD` hash, in display order.
 KPI_FIELDS = (
@@ -170,7 +175,7 @@ def _queries(conn: Connection, start: datetime, end: datetime, segments):
             func.sum(refunds.c.amount_cents),
         )
         .where(
-            refunds.c.status == "processed",
+            REVENUE_REFUNDS,
             refunds.c.processed_at >= _ts(conn, start),
             refunds.c.processed_at < _ts(conn, end),
         )
@@ -242,9 +247,7 @@ def activity_span(conn: Connection) -> tuple[datetime, datetime] | None:
     """Earliest and latest timestamp any KPI counts (UTC), or None on an empty database."""
     candidates = [
         select(func.min(orders.c.order_date), func.max(orders.c.order_date)),
-        select(func.min(refunds.c.processed_at), func.max(refunds.c.processed_at)).where(
-            refunds.c.status == "processed"
-        ),
+        select(func.min(refunds.c.processed_at), func.max(refunds.c.processed_at)).where(REVENUE_REFUNDS),
         select(func.min(notifications.c.sent_at), func.max(notifications.c.sent_at)).where(
             notifications.c.status == "sent"
         ),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, func, select, union
 
 from ordersys_pipelines.db.schema import customers, orders, refunds
-from ordersys_pipelines.domain.analytics.kpis import FINALIZED_STATUSES
+from ordersys_pipelines.domain.analytics.kpis import FINALIZED_STATUSES, REVENUE_REFUNDS
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def _refunded_by_customer():
     return (
         select(orders.c.customer_id, func.sum(refunds.c.amount_cents).label("cents"))
         .join(orders, orders.c.id == refunds.c.order_id)
-        .where(refunds.c.status == "processed")
+        .where(REVENUE_REFUNDS)
         .group_by(orders.c.customer_id)
         .subquery("refunded")
     )
@@ -68,13 +68,13 @@ def net_revenue_totals(conn: Connection) -> NetRevenueTotals:
         select(func.coalesce(func.sum(orders.c.total_cents), 0)).where(orders.c.status.in_(FINALIZED_STATUSES))
     ).scalar_one()
     refunded = conn.execute(
-        select(func.coalesce(func.sum(refunds.c.amount_cents), 0)).where(refunds.c.status == "processed")
+        select(func.coalesce(func.sum(refunds.c.amount_cents), 0)).where(REVENUE_REFUNDS)
     ).scalar_one()
     with_revenue = union(
         select(orders.c.customer_id).where(orders.c.status.in_(FINALIZED_STATUSES)),
         select(orders.c.customer_id)
         .join(refunds, refunds.c.order_id == orders.c.id)
-        .where(refunds.c.status == "processed"),
+        .where(REVENUE_REFUNDS),
     ).subquery()
     count = conn.execute(select(func.count()).select_from(with_revenue)).scalar_one()
     return NetRevenueTotals(int(gross) - int(refunded), int(count))
