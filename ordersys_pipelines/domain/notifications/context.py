@@ -85,16 +85,16 @@ def payment_state():
     answered: it may still be approved). Only `none` and `declined` mean nothing was charged."""
     paybacks = refunds.alias("paybacks")  # the outer query joins refunds itself
     paid_back = exists().where(paybacks.c.order_id == orders.c.id, paybacks.c.type == "payback")
+    # A verified decline, applied or not (a decline that finds the order cancelled is rejected,
+    # yet it still says the gateway took nothing).
     declined = exists().where(
-        payment_callbacks.c.payment_ref == orders.c.payment_ref,
-        payment_callbacks.c.status == "applied",
-        payment_callbacks.c.event_status == "declined",
+        payment_callbacks.c.payment_ref == orders.c.payment_ref, payment_callbacks.c.event_status == "declined"
     )
     return case(
         (orders.c.payment_ref.is_(None), "none"),
         (paid_back, "returning"),
-        (declined, "declined"),
         (orders.c.status.in_(PAID_STATUSES), "paid"),
+        (declined, "declined"),
         else_="pending",
     )
 

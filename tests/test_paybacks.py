@@ -1,0 +1,282 @@
+"""Late approvals: a payment approved after its order was cancelled or failed is paid back once,
+the customer is told, and the reconciliation sees the money until the gateway has returned it."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from refunds_support import NO_WAIT, gateway_refund_calls
+from sqlalchemy import func, select, update
+from workflow_helpers import BASE_DATE, add_order, add_products, gateway_config, statuses, stock
+
+from ordersys_pipelines.db.engine import utcnow
+from ordersys_pipelines.db.schema import notifications, orders, payment_callbacks, refund_events, refunds
+from ordersys_pipelines.domain.analytics.leaderboard import customer_net_revenue, net_revenue_totals
+from ordersys_pipelines.domain.notifications.context import attach_lines, load_rows, template_context
+from ordersys_pipelines.domain.notifications.templates import render
+from ordersys_pipelines.domain.orders.operations import cancel
+from ordersys_pipelines.domain.orders.reservation import reserve_batch
+from ordersys_pipelines.domain.payments.callbacks import epoch, receive
+from ordersys_pipelines.domain.payments.initiation import initiate_batch
+from ordersys_pipelines.domain.payments.reconciliation import reconcile
+from ordersys_pipelines.domain.payments.settlement import expire_overdue, settle_batch
+from ordersys_pipelines.domain.payments.signing import sign
+from ordersys_pipelines.domain.refunds.gateway_refunds import payouts
+from ordersys_pipelines.domain.refunds.processing import process_batch
+from ordersys_pipelines.domain.refunds.requests import request_refund
+
+RUN = dict(batch_size=1000, claimant="run-1", lease_seconds=60, run_id="run-1")
+NOTHING_CHARGED = "Nothing has been charged"
+
+
+def _to_awaiting_payment(engine, config, refs: list[str], units: int = 2):
+    with engine.begin() as conn:
+        add_products(conn, {"A": 100})
+        for i, ref in enumerate(refs):
+            add_order(conn, ref, [("A", units)], date=BASE_DATE + timedelta(minutes=i))
+    reserve_batch(engine, **RUN)
+    return initiate_batch(engine, config=config, **RUN)
+
+
+def _settle(engine, config, **overrides):
+    return settle_batch(engine, config=config, **{**RUN, **overrides})
+
+
+def _process_refunds(engine, config, run_id="refunds-1"):
+    return process_batch(engine, config, limit=100, policy=NO_WAIT, run_id=run_id)
+
+
+def _paybacks(engine) -> list:
+    with engine.connect() as conn:
+        return conn.execute(select(refunds).where(refunds.c.type == "payback").order_by(refunds.c.id)).all()
+
+
+def _messages(engine, order_ref: str) -> dict[str, str]:
+    """Every notification of the order, rendered as dispatch would render it now: type → text."""
+    with engine.connect() as conn:
+        ids = conn.execute(
+            select(notifications.c.id).join(orders, orders.c.id == notifications.c.order_id)
+            .where(orders.c.order_ref == order_ref)
+        ).scalars().all()
+        rows = load_rows(conn, ids)
+        attach_lines(conn, rows)
+    texts = {}
+    for row in rows:
+        rendered = render(row.type, template_context(row, "EUR"))
+        texts[row.type] = rendered.subject + "\n" + rendered.body
+    return texts
+
+
+def _deliver(engine, config, event: dict, event_id: str | None = None):
+    """A signed delivery of `event` (under another event id when given), as the webhook stores it."""
+    raw = json.dumps({**event, **({"event_id": event_id} if event_id else {})}).encode()
+    with engine.begin() as conn:
+        return receive(conn, raw, sign(raw, config.secret, epoch(utcnow())), "webhook", config)
+
+
+def _callback_event(engine, payment_ref: str) -> dict:
+    with engine.connect() as conn:
+        payload = conn.execute(
+            select(payment_callbacks.c.payload).where(payment_callbacks.c.payment_ref == payment_ref)
+            .order_by(payment_callbacks.c.id)
+        ).scalars().first()
+    return json.loads(payload)
+
+
+def _arrives_now(engine, config, payment_ref: str) -> None:
+    """The simulator's scheduled callback is instead delivered now, signed now (over the webhook)."""
+    event = _callback_event(engine, payment_ref)
+    with engine.begin() as conn:
+        conn.execute(payment_callbacks.delete().where(payment_callbacks.c.payment_ref == payment_ref))
+    assert _deliver(engine, config, event).outcome == "stored"
+
+
+def _assert_paid_back_once(engine, config, order_ref: str, payment_ref: str, status: str, amount_cents: int):
+    """One pending payback → processed through the gateway; the order stays dead; clean books."""
+    (payback,) = _paybacks(engine)
+    assert (payback.reference, payback.status, payback.amount_cents) == (f"payback:{payment_ref}", "pending",
+                                                                          amount_cents)
+    with engine.connect() as conn:
+        dirty = reconcile(conn)
+    assert not dirty.clean and dirty.discrepancy_count == 1
+    (found,) = dirty.discrepancies
+    assert (found.order_ref, found.payment_ref, found.amount_cents, found.order_status, found.payback_status) == (
+        order_ref, payment_ref, amount_cents, status, "pending")
+    assert found.problem == f"order is {status}; its payback is pending"
+    assert order_ref in dirty.table() and payment_ref in dirty.table()
+
+    report = _process_refunds(engine, config)
+    assert (report.processed, report.amount_refunded_cents) == (1, amount_cents)
+    assert _process_refunds(engine, config).claimed == 0
+    (call,) = [c for c in gateway_refund_calls(engine) if c.reference == payback.reference]
+    assert (call.payment_ref, call.amount_cents, call.outcome, call.attempts) == (payment_ref, amount_cents,
+                                                                                   "succeeded", 1)
+    with engine.connect() as conn:
+        assert payouts(conn, payback.reference) == 1
+        assert statuses(conn)[order_ref] == status
+        assert conn.execute(select(orders.c.refund_state).where(orders.c.order_ref == order_ref)).scalar() == "refunded"
+        history = conn.execute(
+            select(refund_events.c.from_status, refund_events.c.to_status, refund_events.c.run_id)
+            .where(refund_events.c.refund_id == payback.id).order_by(refund_events.c.id)
+        ).all()
+        clean = reconcile(conn)
+    assert history == [(None, "pending", "run-1"), ("pending", "processing", "refunds-1"),
+                       ("processing", "processed", "refunds-1")]
+    assert clean.clean and clean.discrepancies == [] and clean.approved_payments >= 1
+
+
+def test_late_approval_after_cancel_is_paid_back_and_the_customer_told(engine):
+    config = gateway_config(approval_rate=1.0)
+    started = _to_awaiting_payment(engine, config, ["O-1", "O-2"])
+    ref1 = started.initiated[1]
+    with engine.begin() as conn:
+        assert cancel(conn, ["O-1"], reason="customer changed their mind").changed == ["O-1"]
+    cancelled = _messages(engine, "O-1")["order_cancelled"]
+    assert NOTHING_CHARGED not in cancelled and "we return it to you in" in cancelled
+
+    result = _settle(engine, config)
+    assert result.finalized == [2] and result.paybacks_started == 1 and not result.rejected
+    (reason,) = result.late_approvals.values()
+    assert reason == f"late approval: order O-1 is cancelled; paid back by refund payback:{ref1}"
+    with engine.connect() as conn:
+        assert statuses(conn) == {"O-1": "cancelled", "O-2": "finalized"}
+        assert stock(conn) == {"A": (98, 0)}  # the cancelled order's units went back to stock
+        callback = conn.execute(select(payment_callbacks).where(payment_callbacks.c.payment_ref == ref1)).one()
+    assert (callback.status, callback.reason, callback.event_status, callback.amount_cents) == (
+        "applied", reason, "approved", 500)
+
+    texts = _messages(engine, "O-1")
+    assert set(texts) == {"order_cancelled", "payment_returned"}
+    assert "Your payment of €5.00 for order O-1 is being returned" in texts["payment_returned"]
+    assert "was cancelled" in texts["payment_returned"] and f"payback:{ref1}" in texts["payment_returned"]
+    assert "it is being returned to you in full" in texts["order_cancelled"]
+
+    _assert_paid_back_once(engine, config, "O-1", ref1, "cancelled", 500)
+    assert set(_messages(engine, "O-1")) == {"order_cancelled", "payment_returned", "refund_processed"}
+    with engine.connect() as conn:
+        # A payback is no revenue: the customer's net revenue is the finalized order alone.
+        assert [e.net_revenue_cents for e in customer_net_revenue(conn)] == [500]
+        assert net_revenue_totals(conn).net_revenue_cents == 500
+
+
+def test_late_approval_after_expiry_is_paid_back(engine):
+    config = gateway_config(approval_rate=1.0, callback_delay_seconds=3600)
+    started = _to_awaiting_payment(engine, config, ["O-1"])
+    ref = started.initiated[1]
+    with engine.begin() as conn:
+        conn.execute(update(orders).values(status_changed_at=utcnow() - timedelta(seconds=901)))
+        assert expire_overdue(conn, 900, run_id="run-1", limit=10) == [1]
+    failed = _messages(engine, "O-1")["order_failed"]
+    assert "payment expired" in failed and NOTHING_CHARGED not in failed and "still goes through" in failed
+
+    _arrives_now(engine, config, ref)
+    result = _settle(engine, config)
+    assert (result.paybacks_started, len(result.late_approvals), result.finalized) == (1, 1, [])
+    assert "could not be completed" in _messages(engine, "O-1")["payment_returned"]
+    _assert_paid_back_once(engine, config, "O-1", ref, "failed", 500)
+    with engine.connect() as conn:
+        assert stock(conn) == {"A": (100, 0)}
+
+
+def test_a_replayed_late_approval_pays_back_once(engine):
+    config = gateway_config(approval_rate=1.0)
+    ref = _to_awaiting_payment(engine, config, ["O-1"]).initiated[1]
+    with engine.begin() as conn:
+        cancel(conn, ["O-1"])
+    event = _callback_event(engine, ref)
+    assert _deliver(engine, config, event).outcome == "duplicate"  # the same event id again
+    assert _deliver(engine, config, event, "evt-copy-1").outcome == "stored"  # re-sent under a new id
+    first = _settle(engine, config)
+    assert (len(first.late_approvals), first.paybacks_started, first.duplicates) == (2, 1, 1)
+    assert _deliver(engine, config, event, "evt-copy-2").outcome == "stored"  # after the payback exists
+    again = _settle(engine, config, claimant="run-2", run_id="run-2")
+    assert (len(again.late_approvals), again.paybacks_started) == (1, 0)
+    _assert_paid_back_once(engine, config, "O-1", ref, "cancelled", 500)
+    # A replay after the payback was paid out changes nothing either.
+    assert _deliver(engine, config, event, "evt-copy-3").outcome == "stored"
+    assert _settle(engine, config, claimant="run-3", run_id="run-3").paybacks_started == 0
+    assert _process_refunds(engine, config).claimed == 0
+    with engine.connect() as conn:
+        assert payouts(conn) == 1 and reconcile(conn).clean
+        kinds = conn.execute(select(notifications.c.type, func.count()).group_by(notifications.c.type)).all()
+    assert dict(kinds) == {"order_cancelled": 1, "payment_returned": 1, "refund_processed": 1}
+
+
+@pytest.mark.parametrize("how", ["cancel", "expiry"])
+def test_a_late_decline_changes_nothing(engine, how):
+    config = gateway_config(approval_rate=0.0, callback_delay_seconds=3600)
+    ref = _to_awaiting_payment(engine, config, ["O-1"]).initiated[1]
+    with engine.begin() as conn:
+        if how == "cancel":
+            cancel(conn, ["O-1"])
+        else:
+            conn.execute(update(orders).values(status_changed_at=utcnow() - timedelta(seconds=901)))
+            expire_overdue(conn, 900, run_id="run-1", limit=10)
+        before = (statuses(conn), stock(conn))
+    _arrives_now(engine, config, ref)
+    result = _settle(engine, config)
+    status = "cancelled" if how == "cancel" else "failed"
+    assert not result.late_approvals and not result.paybacks_started
+    assert list(result.rejected.values()) == [f"not awaiting payment: order O-1 is {status}"]
+    with engine.connect() as conn:
+        assert (statuses(conn), stock(conn)) == before
+        assert conn.execute(select(func.count()).select_from(refunds)).scalar_one() == 0
+        event_status = conn.execute(select(payment_callbacks.c.event_status)).scalar_one()
+        assert reconcile(conn).clean and reconcile(conn).approved_payments == 0
+    assert event_status == "declined" and ref
+    texts = _messages(engine, "O-1")
+    assert set(texts) == {"order_cancelled" if how == "cancel" else "order_failed"}
+    assert NOTHING_CHARGED in next(iter(texts.values()))  # the gateway said it took nothing
+    assert _process_refunds(engine, config).claimed == 0
+
+
+def test_failure_messages_say_nothing_was_charged_only_when_it_is_true(engine):
+    config = gateway_config(approval_rate=0.0)
+    _to_awaiting_payment(engine, config, ["O-1"])
+    with engine.begin() as conn:
+        add_order(conn, "O-2", [("A", 1)])  # never reserved: no payment started
+        cancel(conn, ["O-2"])
+    _settle(engine, config)  # O-1 declined
+    assert NOTHING_CHARGED in _messages(engine, "O-1")["order_failed"]
+    assert "payment declined" in _messages(engine, "O-1")["order_failed"]
+    assert NOTHING_CHARGED in _messages(engine, "O-2")["order_cancelled"]
+
+
+def test_reconciliation_lists_approvals_that_match_no_paid_order(engine):
+    config = gateway_config(approval_rate=1.0)
+    started = _to_awaiting_payment(engine, config, ["O-1", "O-2"])
+    ref1, ref2 = started.initiated[1], started.initiated[2]
+    with engine.begin() as conn:
+        conn.execute(update(payment_callbacks).values(status="applied"))  # only the crafted ones below
+    base = {"status": "approved", "reason": None, "created_at": "2024-03-01T00:00:00Z"}
+    _deliver(engine, config, {**base, "event_id": "e-unknown", "payment_ref": "pay_nope", "amount_cents": 500})
+    _deliver(engine, config, {**base, "event_id": "e-amount", "payment_ref": ref1, "amount_cents": 501})
+    _deliver(engine, config, {**base, "event_id": "e-huge", "payment_ref": ref1, "amount_cents": 10**30})
+    _deliver(engine, config, {**base, "event_id": "e-ok", "payment_ref": ref2, "amount_cents": 500})
+    result = _settle(engine, config)
+    assert result.finalized == [2] and len(result.rejected) == 3
+    with engine.begin() as conn:
+        # A poison row written straight into the table: an approval with its amount missing.
+        conn.execute(update(payment_callbacks).where(payment_callbacks.c.event_id == "e-ok")
+                     .values(amount_cents=None))
+        books = reconcile(conn)
+        assert reconcile(conn, limit=2).discrepancies == books.discrepancies[:2]
+    problems = sorted(((d.order_ref, d.payment_ref, d.amount_cents, d.problem) for d in books.discrepancies), key=str)
+    assert problems == sorted([
+        (None, "pay_nope", 500, "no order has this payment reference"),
+        ("O-1", ref1, 501, "approved 5.01, the order totals 5.00"),
+        ("O-1", ref1, None, "approved amount out of range"),
+        ("O-2", ref2, None, "approved amount out of range"),
+    ], key=str)
+    assert books.discrepancy_count == 4 and books.approved_payments == 4
+
+
+def test_refund_requests_cannot_take_a_payback_reference(engine):
+    config = gateway_config(approval_rate=1.0)
+    ref = _to_awaiting_payment(engine, config, ["O-1", "O-2"]).initiated[1]
+    _settle(engine, config)
+    with engine.connect() as conn, pytest.raises(ValueError, match="reserved for the automatic paybacks"):
+        request_refund(conn, "O-2", full=True, reference=f"payback:{ref}")
+    assert _paybacks(engine) == []
