@@ -4,6 +4,7 @@ the customer is told, and the reconciliation sees the money until the gateway ha
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from refunds_support import NO_WAIT, gateway_refund_calls
 from sqlalchemy import func, select, update
 from workflow_helpers import BASE_DATE, add_order, add_products, gateway_config, statuses, stock
 
-from ordersys_pipelines.db.engine import utcnow
+from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import notifications, orders, payment_callbacks, refund_events, refunds
 from ordersys_pipelines.domain.analytics.leaderboard import customer_net_revenue, net_revenue_totals
 from ordersys_pipelines.domain.notifications.context import attach_lines, load_rows, template_context
@@ -24,11 +25,15 @@ from ordersys_pipelines.domain.payments.reconciliation import reconcile
 from ordersys_pipelines.domain.payments.settlement import expire_overdue, settle_batch
 from ordersys_pipelines.domain.payments.signing import sign
 from ordersys_pipelines.domain.refunds.gateway_refunds import payouts
-from ordersys_pipelines.domain.refunds.processing import process_batch
+from ordersys_pipelines.domain.refunds.processing import RefundPolicy, process_batch
 from ordersys_pipelines.domain.refunds.requests import request_refund
 
 RUN = dict(batch_size=1000, claimant="run-1", lease_seconds=60, run_id="run-1")
 NOTHING_CHARGED = "Nothing has been charged"
+
+
+def _config(**overrides):
+    return gateway_config(**{"refund_failure_rate": 0.0, **overrides})
 
 
 def _to_awaiting_payment(engine, config, refs: list[str], units: int = 2):
@@ -128,7 +133,7 @@ def _assert_paid_back_once(engine, config, order_ref: str, payment_ref: str, sta
 
 
 def test_late_approval_after_cancel_is_paid_back_and_the_customer_told(engine):
-    config = gateway_config(approval_rate=1.0)
+    config = _config(approval_rate=1.0)
     started = _to_awaiting_payment(engine, config, ["O-1", "O-2"])
     ref1 = started.initiated[1]
     with engine.begin() as conn:
@@ -162,7 +167,7 @@ def test_late_approval_after_cancel_is_paid_back_and_the_customer_told(engine):
 
 
 def test_late_approval_after_expiry_is_paid_back(engine):
-    config = gateway_config(approval_rate=1.0, callback_delay_seconds=3600)
+    config = _config(approval_rate=1.0, callback_delay_seconds=3600)
     started = _to_awaiting_payment(engine, config, ["O-1"])
     ref = started.initiated[1]
     with engine.begin() as conn:
@@ -181,7 +186,7 @@ def test_late_approval_after_expiry_is_paid_back(engine):
 
 
 def test_a_replayed_late_approval_pays_back_once(engine):
-    config = gateway_config(approval_rate=1.0)
+    config = _config(approval_rate=1.0)
     ref = _to_awaiting_payment(engine, config, ["O-1"]).initiated[1]
     with engine.begin() as conn:
         cancel(conn, ["O-1"])
@@ -206,7 +211,7 @@ def test_a_replayed_late_approval_pays_back_once(engine):
 
 @pytest.mark.parametrize("how", ["cancel", "expiry"])
 def test_a_late_decline_changes_nothing(engine, how):
-    config = gateway_config(approval_rate=0.0, callback_delay_seconds=3600)
+    config = _config(approval_rate=0.0, callback_delay_seconds=3600)
     ref = _to_awaiting_payment(engine, config, ["O-1"]).initiated[1]
     with engine.begin() as conn:
         if how == "cancel":
@@ -233,7 +238,7 @@ def test_a_late_decline_changes_nothing(engine, how):
 
 
 def test_failure_messages_say_nothing_was_charged_only_when_it_is_true(engine):
-    config = gateway_config(approval_rate=0.0)
+    config = _config(approval_rate=0.0)
     _to_awaiting_payment(engine, config, ["O-1"])
     with engine.begin() as conn:
         add_order(conn, "O-2", [("A", 1)])  # never reserved: no payment started
@@ -245,7 +250,7 @@ def test_failure_messages_say_nothing_was_charged_only_when_it_is_true(engine):
 
 
 def test_reconciliation_lists_approvals_that_match_no_paid_order(engine):
-    config = gateway_config(approval_rate=1.0)
+    config = _config(approval_rate=1.0)
     started = _to_awaiting_payment(engine, config, ["O-1", "O-2"])
     ref1, ref2 = started.initiated[1], started.initiated[2]
     with engine.begin() as conn:
@@ -274,9 +279,87 @@ def test_reconciliation_lists_approvals_that_match_no_paid_order(engine):
 
 
 def test_refund_requests_cannot_take_a_payback_reference(engine):
-    config = gateway_config(approval_rate=1.0)
+    config = _config(approval_rate=1.0)
     ref = _to_awaiting_payment(engine, config, ["O-1", "O-2"]).initiated[1]
     _settle(engine, config)
     with engine.connect() as conn, pytest.raises(ValueError, match="reserved for the automatic paybacks"):
         request_refund(conn, "O-2", full=True, reference=f"payback:{ref}")
     assert _paybacks(engine) == []
+
+
+def _at_once(count: int, work) -> list:
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except Exception as exc:  # collected for the assertions
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_two_concurrent_settlement_runs_pay_each_late_approval_back_once(locking_url):
+    engine = get_engine(locking_url)
+    config = _config(approval_rate=1.0)
+    refs = _to_awaiting_payment(engine, config, [f"O-{i:02d}" for i in range(20)], units=1).initiated
+    with engine.begin() as conn:
+        cancel(conn, [f"O-{i:02d}" for i in range(20)])
+    for ref in refs.values():  # every approval delivered a second time under another event id
+        assert _deliver(engine, config, _callback_event(engine, ref), f"copy-{ref}").outcome == "stored"
+
+    def drain(i: int) -> list:
+        results = []
+        while (result := _settle(engine, config, batch_size=3, claimant=f"run-{i}", run_id=f"run-{i}")).claimed:
+            results.append(result)
+        return results
+
+    runs = _at_once(2, drain)
+    assert not [r for r in runs if isinstance(r, Exception)], runs
+    results = [result for run in runs for result in run]
+    assert sum(len(r.late_approvals) for r in results) == 40 and not any(r.rejected for r in results)
+    assert sum(r.paybacks_started for r in results) == 20
+    paybacks = _paybacks(engine)
+    assert sorted(p.reference for p in paybacks) == sorted(f"payback:{ref}" for ref in refs.values())
+    with engine.connect() as conn:
+        assert set(statuses(conn).values()) == {"cancelled"}
+        returned = conn.execute(select(func.count()).where(notifications.c.type == "payment_returned")).scalar()
+        assert returned == 20 and reconcile(conn).discrepancy_count == 20
+
+    # Two refund runs at once: each payback paid out exactly once.
+    reports = _at_once(2, lambda i: process_batch(engine, config, limit=7, policy=NO_WAIT, run_id=f"refunds-{i}"))
+    while (report := _process_refunds(engine, config)).claimed:
+        reports.append(report)
+    assert sum(r.processed for r in reports) == 20
+    calls = gateway_refund_calls(engine)
+    assert len(calls) == 20 and {(c.outcome, c.attempts) for c in calls} == {("succeeded", 1)}
+    with engine.connect() as conn:
+        assert payouts(conn) == 20 and reconcile(conn).clean
+
+
+def test_a_payback_the_gateway_fails_is_retried_with_backoff(engine):
+    config = _config(approval_rate=1.0, refund_failure_rate=1.0)
+    ref = _to_awaiting_payment(engine, config, ["O-1"]).initiated[1]
+    with engine.begin() as conn:
+        cancel(conn, ["O-1"])
+    _settle(engine, config)
+    policy = RefundPolicy(max_attempts=3, backoff_seconds=600, lease_seconds=60)
+    report = process_batch(engine, config, limit=10, policy=policy, run_id="refunds-1")
+    assert (report.retried, report.processed) == (1, 0)
+    (payback,) = _paybacks(engine)
+    assert payback.status == "pending" and payback.attempts == 1 and payback.next_attempt_at > utcnow()
+    assert process_batch(engine, config, limit=10, policy=policy).claimed == 0  # waiting for its backoff
+    with engine.begin() as conn:
+        conn.execute(update(refunds).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        assert not reconcile(conn).clean
+    config = _config(approval_rate=1.0)
+    assert process_batch(engine, config, limit=10, policy=policy, run_id="refunds-2").processed == 1
+    with engine.connect() as conn:
+        assert payouts(conn, f"payback:{ref}") == 1 and reconcile(conn).clean
