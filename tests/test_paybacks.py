@@ -7,10 +7,12 @@ import json
 import threading
 from datetime import timedelta
 
+import dagster as dg
 import pytest
+from payback_support import gateway, settle, to_awaiting_payment
 from refunds_support import NO_WAIT, gateway_refund_calls
 from sqlalchemy import func, select, update
-from workflow_helpers import BASE_DATE, add_order, add_products, gateway_config, statuses, stock
+from workflow_helpers import add_order, statuses, stock
 
 from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import notifications, orders, payment_callbacks, refund_events, refunds
@@ -18,35 +20,19 @@ from ordersys_pipelines.domain.analytics.leaderboard import customer_net_revenue
 from ordersys_pipelines.domain.notifications.context import attach_lines, load_rows, template_context
 from ordersys_pipelines.domain.notifications.templates import render
 from ordersys_pipelines.domain.orders.operations import cancel
-from ordersys_pipelines.domain.orders.reservation import reserve_batch
 from ordersys_pipelines.domain.payments.callbacks import epoch, receive
-from ordersys_pipelines.domain.payments.initiation import initiate_batch
 from ordersys_pipelines.domain.payments.reconciliation import reconcile
-from ordersys_pipelines.domain.payments.settlement import expire_overdue, settle_batch
+from ordersys_pipelines.domain.payments.settlement import expire_overdue
 from ordersys_pipelines.domain.payments.signing import sign
 from ordersys_pipelines.domain.refunds.gateway_refunds import payouts
 from ordersys_pipelines.domain.refunds.processing import RefundPolicy, process_batch
 from ordersys_pipelines.domain.refunds.requests import request_refund
+from ordersys_pipelines.jobs.common import step_output_metadata
+from ordersys_pipelines.jobs.refunds import refund_processing
+from ordersys_pipelines.jobs.settlement import payment_settlement
+from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResource, WorkflowSettingsResource
 
-RUN = dict(batch_size=1000, claimant="run-1", lease_seconds=60, run_id="run-1")
 NOTHING_CHARGED = "Nothing has been charged"
-
-
-def _config(**overrides):
-    return gateway_config(**{"refund_failure_rate": 0.0, **overrides})
-
-
-def _to_awaiting_payment(engine, config, refs: list[str], units: int = 2):
-    with engine.begin() as conn:
-        add_products(conn, {"A": 100})
-        for i, ref in enumerate(refs):
-            add_order(conn, ref, [("A", units)], date=BASE_DATE + timedelta(minutes=i))
-    reserve_batch(engine, **RUN)
-    return initiate_batch(engine, config=config, **RUN)
-
-
-def _settle(engine, config, **overrides):
-    return settle_batch(engine, config=config, **{**RUN, **overrides})
 
 
 def _process_refunds(engine, config, run_id="refunds-1"):
@@ -133,15 +119,15 @@ def _assert_paid_back_once(engine, config, order_ref: str, payment_ref: str, sta
 
 
 def test_late_approval_after_cancel_is_paid_back_and_the_customer_told(engine):
-    config = _config(approval_rate=1.0)
-    started = _to_awaiting_payment(engine, config, ["O-1", "O-2"])
+    config = gateway(approval_rate=1.0)
+    started = to_awaiting_payment(engine, config, ["O-1", "O-2"])
     ref1 = started.initiated[1]
     with engine.begin() as conn:
         assert cancel(conn, ["O-1"], reason="customer changed their mind").changed == ["O-1"]
     cancelled = _messages(engine, "O-1")["order_cancelled"]
     assert NOTHING_CHARGED not in cancelled and "we return it to you in" in cancelled
 
-    result = _settle(engine, config)
+    result = settle(engine, config)
     assert result.finalized == [2] and result.paybacks_started == 1 and not result.rejected
     (reason,) = result.late_approvals.values()
     assert reason == f"late approval: order O-1 is cancelled; paid back by refund payback:{ref1}"
@@ -167,8 +153,8 @@ def test_late_approval_after_cancel_is_paid_back_and_the_customer_told(engine):
 
 
 def test_late_approval_after_expiry_is_paid_back(engine):
-    config = _config(approval_rate=1.0, callback_delay_seconds=3600)
-    started = _to_awaiting_payment(engine, config, ["O-1"])
+    config = gateway(approval_rate=1.0, callback_delay_seconds=3600)
+    started = to_awaiting_payment(engine, config, ["O-1"])
     ref = started.initiated[1]
     with engine.begin() as conn:
         conn.execute(update(orders).values(status_changed_at=utcnow() - timedelta(seconds=901)))
@@ -177,7 +163,7 @@ def test_late_approval_after_expiry_is_paid_back(engine):
     assert "payment expired" in failed and NOTHING_CHARGED not in failed and "still goes through" in failed
 
     _arrives_now(engine, config, ref)
-    result = _settle(engine, config)
+    result = settle(engine, config)
     assert (result.paybacks_started, len(result.late_approvals), result.finalized) == (1, 1, [])
     assert "could not be completed" in _messages(engine, "O-1")["payment_returned"]
     _assert_paid_back_once(engine, config, "O-1", ref, "failed", 500)
@@ -186,22 +172,22 @@ def test_late_approval_after_expiry_is_paid_back(engine):
 
 
 def test_a_replayed_late_approval_pays_back_once(engine):
-    config = _config(approval_rate=1.0)
-    ref = _to_awaiting_payment(engine, config, ["O-1"]).initiated[1]
+    config = gateway(approval_rate=1.0)
+    ref = to_awaiting_payment(engine, config, ["O-1"]).initiated[1]
     with engine.begin() as conn:
         cancel(conn, ["O-1"])
     event = _callback_event(engine, ref)
     assert _deliver(engine, config, event).outcome == "duplicate"  # the same event id again
     assert _deliver(engine, config, event, "evt-copy-1").outcome == "stored"  # re-sent under a new id
-    first = _settle(engine, config)
+    first = settle(engine, config)
     assert (len(first.late_approvals), first.paybacks_started, first.duplicates) == (2, 1, 1)
     assert _deliver(engine, config, event, "evt-copy-2").outcome == "stored"  # after the payback exists
-    again = _settle(engine, config, claimant="run-2", run_id="run-2")
+    again = settle(engine, config, claimant="run-2", run_id="run-2")
     assert (len(again.late_approvals), again.paybacks_started) == (1, 0)
     _assert_paid_back_once(engine, config, "O-1", ref, "cancelled", 500)
     # A replay after the payback was paid out changes nothing either.
     assert _deliver(engine, config, event, "evt-copy-3").outcome == "stored"
-    assert _settle(engine, config, claimant="run-3", run_id="run-3").paybacks_started == 0
+    assert settle(engine, config, claimant="run-3", run_id="run-3").paybacks_started == 0
     assert _process_refunds(engine, config).claimed == 0
     with engine.connect() as conn:
         assert payouts(conn) == 1 and reconcile(conn).clean
@@ -211,8 +197,8 @@ def test_a_replayed_late_approval_pays_back_once(engine):
 
 @pytest.mark.parametrize("how", ["cancel", "expiry"])
 def test_a_late_decline_changes_nothing(engine, how):
-    config = _config(approval_rate=0.0, callback_delay_seconds=3600)
-    ref = _to_awaiting_payment(engine, config, ["O-1"]).initiated[1]
+    config = gateway(approval_rate=0.0, callback_delay_seconds=3600)
+    ref = to_awaiting_payment(engine, config, ["O-1"]).initiated[1]
     with engine.begin() as conn:
         if how == "cancel":
             cancel(conn, ["O-1"])
@@ -221,7 +207,7 @@ def test_a_late_decline_changes_nothing(engine, how):
             expire_overdue(conn, 900, run_id="run-1", limit=10)
         before = (statuses(conn), stock(conn))
     _arrives_now(engine, config, ref)
-    result = _settle(engine, config)
+    result = settle(engine, config)
     status = "cancelled" if how == "cancel" else "failed"
     assert not result.late_approvals and not result.paybacks_started
     assert list(result.rejected.values()) == [f"not awaiting payment: order O-1 is {status}"]
@@ -238,20 +224,20 @@ def test_a_late_decline_changes_nothing(engine, how):
 
 
 def test_failure_messages_say_nothing_was_charged_only_when_it_is_true(engine):
-    config = _config(approval_rate=0.0)
-    _to_awaiting_payment(engine, config, ["O-1"])
+    config = gateway(approval_rate=0.0)
+    to_awaiting_payment(engine, config, ["O-1"])
     with engine.begin() as conn:
         add_order(conn, "O-2", [("A", 1)])  # never reserved: no payment started
         cancel(conn, ["O-2"])
-    _settle(engine, config)  # O-1 declined
+    settle(engine, config)  # O-1 declined
     assert NOTHING_CHARGED in _messages(engine, "O-1")["order_failed"]
     assert "payment declined" in _messages(engine, "O-1")["order_failed"]
     assert NOTHING_CHARGED in _messages(engine, "O-2")["order_cancelled"]
 
 
 def test_reconciliation_lists_approvals_that_match_no_paid_order(engine):
-    config = _config(approval_rate=1.0)
-    started = _to_awaiting_payment(engine, config, ["O-1", "O-2"])
+    config = gateway(approval_rate=1.0)
+    started = to_awaiting_payment(engine, config, ["O-1", "O-2"])
     ref1, ref2 = started.initiated[1], started.initiated[2]
     with engine.begin() as conn:
         conn.execute(update(payment_callbacks).values(status="applied"))  # only the crafted ones below
@@ -260,7 +246,7 @@ def test_reconciliation_lists_approvals_that_match_no_paid_order(engine):
     _deliver(engine, config, {**base, "event_id": "e-amount", "payment_ref": ref1, "amount_cents": 501})
     _deliver(engine, config, {**base, "event_id": "e-huge", "payment_ref": ref1, "amount_cents": 10**30})
     _deliver(engine, config, {**base, "event_id": "e-ok", "payment_ref": ref2, "amount_cents": 500})
-    result = _settle(engine, config)
+    result = settle(engine, config)
     assert result.finalized == [2] and len(result.rejected) == 3
     with engine.begin() as conn:
         # A poison row written straight into the table: an approval with its amount missing.
@@ -279,9 +265,9 @@ def test_reconciliation_lists_approvals_that_match_no_paid_order(engine):
 
 
 def test_refund_requests_cannot_take_a_payback_reference(engine):
-    config = _config(approval_rate=1.0)
-    ref = _to_awaiting_payment(engine, config, ["O-1", "O-2"]).initiated[1]
-    _settle(engine, config)
+    config = gateway(approval_rate=1.0)
+    ref = to_awaiting_payment(engine, config, ["O-1", "O-2"]).initiated[1]
+    settle(engine, config)
     with engine.connect() as conn, pytest.raises(ValueError, match="reserved for the automatic paybacks"):
         request_refund(conn, "O-2", full=True, reference=f"payback:{ref}")
     assert _paybacks(engine) == []
@@ -308,8 +294,8 @@ def _at_once(count: int, work) -> list:
 
 def test_two_concurrent_settlement_runs_pay_each_late_approval_back_once(locking_url):
     engine = get_engine(locking_url)
-    config = _config(approval_rate=1.0)
-    refs = _to_awaiting_payment(engine, config, [f"O-{i:02d}" for i in range(20)], units=1).initiated
+    config = gateway(approval_rate=1.0)
+    refs = to_awaiting_payment(engine, config, [f"O-{i:02d}" for i in range(20)], units=1).initiated
     with engine.begin() as conn:
         cancel(conn, [f"O-{i:02d}" for i in range(20)])
     for ref in refs.values():  # every approval delivered a second time under another event id
@@ -317,7 +303,7 @@ def test_two_concurrent_settlement_runs_pay_each_late_approval_back_once(locking
 
     def drain(i: int) -> list:
         results = []
-        while (result := _settle(engine, config, batch_size=3, claimant=f"run-{i}", run_id=f"run-{i}")).claimed:
+        while (result := settle(engine, config, batch_size=3, claimant=f"run-{i}", run_id=f"run-{i}")).claimed:
             results.append(result)
         return results
 
@@ -345,11 +331,11 @@ def test_two_concurrent_settlement_runs_pay_each_late_approval_back_once(locking
 
 
 def test_a_payback_the_gateway_fails_is_retried_with_backoff(engine):
-    config = _config(approval_rate=1.0, refund_failure_rate=1.0)
-    ref = _to_awaiting_payment(engine, config, ["O-1"]).initiated[1]
+    config = gateway(approval_rate=1.0, refund_failure_rate=1.0)
+    ref = to_awaiting_payment(engine, config, ["O-1"]).initiated[1]
     with engine.begin() as conn:
         cancel(conn, ["O-1"])
-    _settle(engine, config)
+    settle(engine, config)
     policy = RefundPolicy(max_attempts=3, backoff_seconds=600, lease_seconds=60)
     report = process_batch(engine, config, limit=10, policy=policy, run_id="refunds-1")
     assert (report.retried, report.processed) == (1, 0)
@@ -359,7 +345,30 @@ def test_a_payback_the_gateway_fails_is_retried_with_backoff(engine):
     with engine.begin() as conn:
         conn.execute(update(refunds).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
         assert not reconcile(conn).clean
-    config = _config(approval_rate=1.0)
+    config = gateway(approval_rate=1.0)
     assert process_batch(engine, config, limit=10, policy=policy, run_id="refunds-2").processed == 1
     with engine.connect() as conn:
         assert payouts(conn, f"payback:{ref}") == 1 and reconcile(conn).clean
+
+
+def test_the_dagster_jobs_pay_a_late_approval_back(settings, engine):
+    config = gateway(approval_rate=1.0)
+    ref = to_awaiting_payment(engine, config, ["O-1"]).initiated[1]
+    with engine.begin() as conn:
+        cancel(conn, ["O-1"])
+    resources = {
+        "database": DatabaseResource(url=settings.database_url),
+        "gateway": PaymentGatewayResource(secret=config.secret, seed=config.seed, refund_failure_rate=0.0),
+        "workflow": WorkflowSettingsResource(batch_size=100, claim_lease_seconds=60, payment_timeout_seconds=900),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    settled = payment_settlement.execute_in_process(instance=instance, resources=resources)
+    metadata = step_output_metadata(settled, "apply_callbacks")
+    assert (metadata["late_approvals"], metadata["paybacks_started"], metadata["orders_finalized"]) == (1, 1, 0)
+    assert "late approvals paid back 1" in metadata["summary"]
+    refunded = refund_processing.execute_in_process(instance=instance, resources=resources)
+    assert step_output_metadata(refunded, "process_refund_batch")["processed"] == 1
+    (payback,) = _paybacks(engine)
+    assert (payback.reference, payback.status) == (f"payback:{ref}", "processed")
+    with engine.connect() as conn:
+        assert reconcile(conn).clean and statuses(conn) == {"O-1": "cancelled"}

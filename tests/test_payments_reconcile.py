@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 from alembic import command
 from click.testing import CliRunner
+from payback_support import gateway, settle, to_awaiting_payment
 from refunds_support import NO_WAIT
 from sqlalchemy import insert, select, text, update
-from test_paybacks import _config, _settle, _to_awaiting_payment
 
 from ordersys_pipelines.assets.reconciliation import payments_reconciled
 from ordersys_pipelines.cli import main
@@ -33,11 +33,11 @@ def cli(settings, monkeypatch):
 
 def _late_approval(engine):
     """O-1 cancelled while its payment was in flight, O-2 paid; settled: O-1's payback pending."""
-    config = _config(approval_rate=1.0)
-    started = _to_awaiting_payment(engine, config, ["O-1", "O-2"])
+    config = gateway(approval_rate=1.0)
+    started = to_awaiting_payment(engine, config, ["O-1", "O-2"])
     with engine.begin() as conn:
         cancel(conn, ["O-1"])
-    _settle(engine, config)
+    settle(engine, config)
     return config, started.initiated[1]
 
 

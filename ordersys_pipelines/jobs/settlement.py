@@ -41,7 +41,7 @@ def apply_callbacks(
     seconds = time.perf_counter() - started
     context.add_output_metadata({
         "summary": summary_text({"finalized": len(result.finalized), "declined": len(result.declined),
-                                 "late approval paid back": len(result.late_approvals),
+                                 "late approvals paid back": len(result.late_approvals),
                                  "rejected": len(result.rejected), "duplicate": result.duplicates}),
         "callbacks_claimed": result.claimed,
         "callbacks_applied": result.applied,
