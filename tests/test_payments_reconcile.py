@@ -137,3 +137,28 @@ def test_the_migration_records_the_events_of_callbacks_settled_before_it(tmp_pat
     command.downgrade(migrate.alembic_config(url), "0001")  # and the downgrade takes them away again
     with engine.connect() as conn:
         assert "event_status" not in conn.execute(select(text("*")).select_from(text("payment_callbacks"))).keys()
+
+
+def test_pay_back_starts_the_paybacks_of_approvals_settled_before_them(cli, settings):
+    engine = get_engine(settings.database_url)
+    config = gateway(approval_rate=1.0)
+    refs = to_awaiting_payment(engine, config, ["O-1", "O-2", "O-3"]).initiated
+    with engine.begin() as conn:
+        cancel(conn, ["O-1", "O-2"])
+        # As a late approval was settled before paybacks (and recorded by migration 0004): rejected.
+        conn.execute(update(payment_callbacks).where(payment_callbacks.c.payment_ref.in_([refs[1], refs[3]]))
+                     .values(status="rejected", reason="not awaiting payment: order O-1 is cancelled",
+                             event_status="approved", amount_cents=500))
+        conn.execute(update(payment_callbacks).where(payment_callbacks.c.payment_ref == refs[2])
+                     .values(status="rejected", event_status="approved", amount_cents=499))  # not the total
+    before = cli("payments", "reconcile")
+    assert before.exit_code == 1 and "order is cancelled and the payment was not paid back" in before.output
+
+    started = cli("payments", "reconcile", "--pay-back")
+    assert started.exit_code == 1 and "paybacks started: 1" in started.output
+    assert "its payback is pending" in started.output and "approved 4.99, the order totals 5.00" in started.output
+    assert "paybacks started: 0" in cli("payments", "reconcile", "--pay-back").output
+    process_batch(engine, config, limit=10, policy=NO_WAIT)
+    after = cli("payments", "reconcile")
+    assert after.exit_code == 1 and "1 discrepancy among 3 approved payment(s)" in after.output  # O-2's 4.99 stays
+    assert "O-1" not in after.output and "O-3" not in after.output

@@ -9,6 +9,7 @@ import click
 from ordersys_pipelines.cli import runtime
 from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.domain.payments.callbacks import SIGNATURE_HEADER, receive
+from ordersys_pipelines.domain.payments.paybacks import pay_back_unreturned
 from ordersys_pipelines.domain.payments.reconciliation import DEFAULT_LIMIT, reconcile
 from ordersys_pipelines.domain.payments.signing import sign
 from ordersys_pipelines.resources import PaymentGatewayResource
@@ -51,11 +52,19 @@ def callback(file: Path, signature: str | None, sign_it: bool) -> None:
 @payments.command("reconcile")
 @click.option("--limit", default=DEFAULT_LIMIT, show_default=True, type=click.IntRange(min=1),
               help="Most discrepancies listed (all are counted).")
-def reconcile_command(limit: int) -> None:
+@click.option("--pay-back", is_flag=True,
+              help="First start a payback for every approval of a cancelled or failed order that has none "
+                   "(late approvals settled before they were paid back automatically).")
+def reconcile_command(limit: int, pay_back: bool) -> None:
     """Check that every payment the gateway approved belongs to a paid order (or one still being
     settled) or has been paid back in full; list those that do not (exit status 1)."""
     settings = runtime.load_settings()
-    with get_engine(settings.database_url).connect() as conn:
+    engine = get_engine(settings.database_url)
+    if pay_back:
+        with engine.begin() as conn:
+            started = pay_back_unreturned(conn)
+        click.echo(f"paybacks started: {len(started)} (refund_processing pays them out)")
+    with engine.connect() as conn:
         result = reconcile(conn, limit=limit)
     if result.clean:
         click.echo(f"reconciled: {result.approved_payments} approved payment(s), no discrepancies")

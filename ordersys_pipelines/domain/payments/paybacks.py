@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Connection, Text, insert, literal, select, true
+from sqlalchemy import BigInteger, Connection, Text, exists, insert, literal, select, true
 
-from ordersys_pipelines.db.dialect import insert_new
+from ordersys_pipelines.db.dialect import insert_new, lock_rows
+from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import rowset
-from ordersys_pipelines.db.schema import refund_events, refunds
+from ordersys_pipelines.db.schema import orders, payment_callbacks, refund_events, refunds
 from ordersys_pipelines.domain.notifications.outbox import enqueue_for_refunds
 
 REFERENCE_PREFIX = "payback:"
@@ -82,3 +83,24 @@ def start_paybacks(
     ids = sorted(row.id for row in added)
     enqueue_for_refunds(conn, NOTIFICATION, ids)
     return ids
+
+
+def pay_back_unreturned(conn: Connection, *, run_id: str | None = None) -> list[int]:
+    """Start the paybacks settlement did not: approvals of cancelled or failed orders, for the
+    order total, with no payback (settled before late approvals were paid back, and recorded by
+    the migration that keeps events). The orders are locked as settlement locks them, and the
+    unique reference adds nothing twice. Returns the ids of the paybacks added."""
+    has_payback = exists().where(refunds.c.order_id == orders.c.id, refunds.c.type == REFUND_TYPE)
+    approved = exists().where(
+        payment_callbacks.c.payment_ref == orders.c.payment_ref,
+        payment_callbacks.c.event_status == "approved",
+        payment_callbacks.c.amount_cents == orders.c.total_cents,
+    )
+    query = (
+        select(orders.c.id, orders.c.order_ref, orders.c.status, orders.c.payment_ref, orders.c.total_cents)
+        .where(orders.c.status.in_(tuple(_WHY)), orders.c.payment_ref.is_not(None), approved, ~has_payback)
+        .order_by(orders.c.id)
+    )
+    late = [LateApproval(row.id, row.order_ref, row.status, row.payment_ref, row.total_cents)
+            for row in conn.execute(lock_rows(conn, query))]
+    return start_paybacks(conn, late, run_id=run_id, now=utcnow())
