@@ -81,7 +81,7 @@ PAID_STATUSES = ("finalized", "shipped", "delivered")
 def payment_state():
     """What a message may say about the order's money, as the database knows it now:
     `none` (no payment was ever started), `declined` (the gateway declined it), `returning` (a
-    payment arrived after the order died and is paid back), `paid`, or `pending` (started and not
+    payment arrived after the order was cancelled or failed and is paid back), `paid`, or `pending` (started and not
     answered: it may still be approved). Only `none` and `declined` mean nothing was charged."""
     paybacks = refunds.alias("paybacks")  # the outer query joins refunds itself
     paid_back = exists().where(paybacks.c.order_id == orders.c.id, paybacks.c.type == "payback")

@@ -19,7 +19,8 @@ ORDER_TYPES = (
     "order_shipped",
     "order_delivered",
 )
-# payment_returned: a payment approved after its order died is being paid back (a payback refund).
+# payment_returned: a payment approved after its order was cancelled or failed is being paid
+# back (a payback refund).
 REFUND_TYPES = ("refund_processed", "refund_failed", "payment_returned")
 NOTIFICATION_TYPES = ORDER_TYPES + REFUND_TYPES
 

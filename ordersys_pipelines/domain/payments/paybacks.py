@@ -1,8 +1,8 @@
-"""Paying back payments the gateway approved after their order died.
+"""Paying back payments the gateway approved after their order was cancelled or failed.
 
 An approval can arrive after the order was cancelled (while its payment was in flight) or failed
 (the payment expired): the gateway has captured money for an order that will never ship.
-Settlement turns such a late approval into a payback, in its own transaction: a full refund of
+Settlement turns such a late approval into a payback, in the transaction that settles it: a full refund of
 the payment with the reference `payback:<payment ref>` (one per payment, however often or by
 however many runs the approval is delivered), its first `refund_events` row, and a
 `payment_returned` notification. Refund processing then sends it to the gateway like any refund:
