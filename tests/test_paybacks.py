@@ -372,3 +372,19 @@ def test_the_dagster_jobs_pay_a_late_approval_back(settings, engine):
     assert (payback.reference, payback.status) == (f"payback:{ref}", "processed")
     with engine.connect() as conn:
         assert reconcile(conn).clean and statuses(conn) == {"O-1": "cancelled"}
+
+
+def test_a_payback_reference_taken_by_a_row_written_straight_into_the_table_is_a_discrepancy(engine):
+    config = gateway(approval_rate=1.0)
+    refs = to_awaiting_payment(engine, config, ["O-1", "O-2"]).initiated
+    with engine.begin() as conn:
+        cancel(conn, ["O-1"])
+        # A poison row: O-1's payback reference already used, for the other order.
+        conn.execute(refunds.insert().values(order_id=2, reference=f"payback:{refs[1]}", amount_cents=1,
+                                             type="partial", status="failed"))
+    result = settle(engine, config)
+    assert result.finalized == [2] and result.paybacks_started == 0 and len(result.late_approvals) == 1
+    with engine.connect() as conn:
+        books = reconcile(conn)
+    assert [(d.order_ref, d.problem) for d in books.discrepancies] == [
+        ("O-1", "order is cancelled and the payment was not paid back")]
