@@ -114,7 +114,7 @@ def _left_out_metadata(left_out: list[LeftOut]) -> dict:
         return {"rows_left_out": 0}
     rows = [[r.table, str(r.row_id), r.reason] for r in left_out[:_MAX_DIFFERENCES_SHOWN]]
     return {"rows_left_out": len(left_out),
-            "rows_left_out_sample": dg.MetadataValue.md(_md_table(["table", "id", "reason"], rows))}
+            "rows_left_out_sample": dg.MetadataValue.md(markdown_table(["table", "id", "reason"], rows))}
 
 
 def _kpi_metadata(first: date, last: date, kpis: dict[date, DayKpis], currency: str) -> dict:
@@ -319,7 +319,7 @@ def build_analytics(settings: Settings) -> Analytics:
                 "total_net_revenue_cents": expected.net_revenue_cents,
                 "top_10": _top_md(store.leaderboard_top(10), currency),
                 "customers_left_out": len(ranked.left_out),
-                **({"customers_left_out_sample": dg.MetadataValue.md(_md_table(
+                **({"customers_left_out_sample": dg.MetadataValue.md(markdown_table(
                     ["customer id", "reason"],
                     [[str(c), why] for c, why in list(ranked.left_out.items())[:_MAX_DIFFERENCES_SHOWN]]))}
                    if ranked.left_out else {}),

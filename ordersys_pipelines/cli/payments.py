@@ -1,4 +1,4 @@
-"""`ordersys payments ...` and `ordersys webhook serve`: getting gateway callbacks into the inbox."""
+"""`ordersys payments ...` (callbacks into the inbox, reconciliation) and `ordersys webhook serve`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import click
 from ordersys_pipelines.cli import runtime
 from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.domain.payments.callbacks import SIGNATURE_HEADER, receive
+from ordersys_pipelines.domain.payments.paybacks import pay_back_unreturned
+from ordersys_pipelines.domain.payments.reconciliation import DEFAULT_LIMIT, reconcile
 from ordersys_pipelines.domain.payments.signing import sign
 from ordersys_pipelines.resources import PaymentGatewayResource
 
@@ -45,6 +47,34 @@ def callback(file: Path, signature: str | None, sign_it: bool) -> None:
     if receipt.outcome == "rejected":
         raise click.ClickException(f"callback rejected: {receipt.reason} (stored as {receipt.event_id})")
     click.echo(f"{receipt.outcome}: {receipt.event_id}")
+
+
+@payments.command("reconcile")
+@click.option("--limit", default=DEFAULT_LIMIT, show_default=True, type=click.IntRange(min=1),
+              help="Most discrepancies listed (all are counted).")
+@click.option("--pay-back", is_flag=True,
+              help="First start a payback for every approval of a cancelled or failed order that has none "
+                   "(late approvals settled before they were paid back automatically).")
+def reconcile_command(limit: int, pay_back: bool) -> None:
+    """Check that every payment the gateway approved belongs to a paid order (or one still being
+    settled) or has been paid back in full; list those that do not (exit status 1)."""
+    settings = runtime.load_settings()
+    engine = get_engine(settings.database_url)
+    if pay_back:
+        with engine.begin() as conn:
+            started = pay_back_unreturned(conn)
+        click.echo(f"paybacks started: {len(started)} (refund_processing pays them out)")
+    with engine.connect() as conn:
+        result = reconcile(conn, limit=limit)
+    if result.clean:
+        click.echo(f"reconciled: {result.approved_payments} approved payment(s), no discrepancies")
+        return
+    click.echo(result.table())
+    shown = "" if len(result.discrepancies) == result.discrepancy_count else f" (first {limit} listed)"
+    raise click.ClickException(
+        f"{result.discrepancy_count} discrepanc{'y' if result.discrepancy_count == 1 else 'ies'} among "
+        f"{result.approved_payments} approved payment(s){shown}"
+    )
 
 
 @click.group()

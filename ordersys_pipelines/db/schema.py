@@ -239,8 +239,13 @@ payment_callbacks = Table(
     Column("available_at", Timestamp, nullable=False, server_default=now_default()),
     Column("processed_at", Timestamp),
     Column("run_id", String(64)),
+    # What a verified event says (approved | declined, and its amount), recorded when settlement
+    # reads it; NULL for deliveries that could not be trusted or read. Reconciliation's input.
+    Column("event_status", String(20)),
+    Column("amount_cents", BigInteger),
     *_claim_columns(),
     Index("ix_payment_callbacks_status", "status", "available_at"),
+    Index("ix_payment_callbacks_payment_ref", "payment_ref"),
     **TABLE_OPTIONS,
 )
 
@@ -251,7 +256,9 @@ refunds = Table(
     Column("order_id", Id, ForeignKey("orders.id"), nullable=False),
     Column("reference", String(100), nullable=False, unique=True),
     Column("amount_cents", BigInteger, nullable=False),
-    Column("type", String(10), nullable=False),  # full | partial
+    # full | partial; payback: a payment approved after its order was cancelled or failed, returned
+    # in full (reference "payback:<payment ref>"; never revenue, so never in the KPIs)
+    Column("type", String(10), nullable=False),
     # pending → processing → processed | failed | skipped; rejected at request time
     Column("status", String(20), nullable=False, server_default="pending"),
     Column("reason", Text),

@@ -22,7 +22,8 @@ STAGE_TAGS = {"ordersys/stage": "settlement"}
 
 @dg.op(tags=STAGE_TAGS, out=dg.Out(dg.Nothing),
        description="Verify a batch of due payment callbacks and apply them: approvals finalize (stock committed), "
-                   "declines fail (stock released); bad callbacks are rejected with the reason.")
+                   "declines fail (stock released); an approval for a cancelled or failed order is paid "
+                   "back; bad callbacks are rejected with the reason.")
 def apply_callbacks(
     context: dg.OpExecutionContext,
     config: BatchConfig,
@@ -39,11 +40,14 @@ def apply_callbacks(
     seconds = time.perf_counter() - started
     context.add_output_metadata({
         "summary": summary_text({"finalized": len(result.finalized), "declined": len(result.declined),
+                                 "late approvals paid back": len(result.late_approvals),
                                  "rejected": len(result.rejected), "duplicate": result.duplicates}),
         "callbacks_claimed": result.claimed,
         "callbacks_applied": result.applied,
         "orders_finalized": len(result.finalized),
         "orders_declined": len(result.declined),
+        "late_approvals": len(result.late_approvals),
+        "paybacks_started": result.paybacks_started,
         "callbacks_rejected": len(result.rejected),
         "rejected_by_reason": counts_table(result.rejected_by_reason(), "reason"),
         "callbacks_duplicate": result.duplicates,

@@ -75,7 +75,8 @@ def test_report_filters(history, args, expected_ids, summary):
     [
         (("--type", "order_teleported"), "Error: unknown type 'order_teleported'; valid: order_confirmed, "
                                          "order_failed, payment_succeeded, payment_failed, order_cancelled, "
-                                         "order_shipped, order_delivered, refund_processed, refund_failed"),
+                                         "order_shipped, order_delivered, refund_processed, refund_failed, "
+                                         "payment_returned"),
         (("--status", "lost"), "Error: unknown status 'lost'; valid: pending, sending, sent, failed"),
         (("--order", "NOPE"), "Error: no order 'NOPE'"),
     ],

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, and_, or_, select
 
 from ordersys_pipelines.db.schema import notifications, orders, refunds
 from ordersys_pipelines.domain.analytics.days import day_bounds_utc, days_in
-from ordersys_pipelines.domain.analytics.kpis import DayKpis, _ts, compute_range
+from ordersys_pipelines.domain.analytics.kpis import REVENUE_REFUNDS, DayKpis, _ts, compute_range
 from ordersys_pipelines.domain.isolation import in_savepoint, is_data_error, isolate
 
 STAGE = "daily KPIs"
@@ -51,7 +51,7 @@ def _row_ids(conn: Connection, first: date, last: date, tz: ZoneInfo) -> list[tu
 
     queries = [
         (orders, select(orders.c.id).where(*within(orders.c.order_date))),
-        (refunds, select(refunds.c.id).where(refunds.c.status == "processed", *within(refunds.c.processed_at))),
+        (refunds, select(refunds.c.id).where(REVENUE_REFUNDS, *within(refunds.c.processed_at))),
         (notifications, select(notifications.c.id).where(or_(
             and_(notifications.c.status == "sent", *within(notifications.c.sent_at)),
             and_(notifications.c.status == "failed", *within(notifications.c.next_attempt_at)),

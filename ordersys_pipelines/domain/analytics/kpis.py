@@ -7,7 +7,8 @@ What each field counts, and on which day:
 - `failed_order_count`, `cancelled_order_count`: orders in status failed / cancelled, on the
   day of their `order_date`.
 - `refund_count`, `refund_amount_cents`: refunds in status `processed`, on the local day of
-  their `processed_at` (which may be later than the order's day).
+  their `processed_at` (which may be later than the order's day); paybacks of late approvals
+  are not counted (their orders never counted as revenue).
 - `revenue_cents` = gross − refund amount of that day; `average_order_value_cents` = gross //
   order_count (rounded down), 0 without orders.
 - `notifications_sent`: notifications in status `sent`, on the day of `sent_at`.
@@ -36,6 +37,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     String,
+    and_,
     case,
     cast,
     func,
@@ -53,6 +55,9 @@ from ordersys_pipelines.domain.isolation import is_data_error
 from ordersys_pipelines.domain.readable import look
 
 FINALIZED_STATUSES = ("finalized", "shipped", "delivered")
+# Refunds that take back revenue: processed, and not a payback (the payment of an order that
+# was never finalized, returned; it was never revenue).
+REVENUE_REFUNDS = and_(refunds.c.status == "processed", refunds.c.type != "payback")
 
 # The fields of a `kpi:daily:YYYY-MM-DD` hash, in display order.
 KPI_FIELDS = (
@@ -182,7 +187,7 @@ def _queries(conn: Connection, start: datetime, end: datetime, segments,
             func.sum(refunds.c.amount_cents),
         )
         .where(
-            refunds.c.status == "processed",
+            REVENUE_REFUNDS,
             refunds.c.processed_at >= _ts(conn, start),
             refunds.c.processed_at < _ts(conn, end),
             *_only(conn, refunds, only),
@@ -272,7 +277,7 @@ def activity_span(conn: Connection) -> tuple[datetime, datetime] | None:
     """Earliest and latest timestamp any KPI counts (UTC), or None on an empty database."""
     candidates = [
         (orders.c.order_date,),
-        (refunds.c.processed_at, refunds.c.status == "processed"),
+        (refunds.c.processed_at, REVENUE_REFUNDS),
         (notifications.c.sent_at, notifications.c.status == "sent"),
         (notifications.c.next_attempt_at, notifications.c.status == "failed"),
     ]

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, select, union
 
 from ordersys_pipelines.db.rowsets import in_ids
 from ordersys_pipelines.db.schema import customers, orders, refunds
-from ordersys_pipelines.domain.analytics.kpis import FINALIZED_STATUSES
+from ordersys_pipelines.domain.analytics.kpis import FINALIZED_STATUSES, REVENUE_REFUNDS
 from ordersys_pipelines.domain.isolation import in_savepoint, is_data_error, isolate
 
 
@@ -36,7 +36,7 @@ def _refunded_by_customer(*where):
     return (
         select(orders.c.customer_id, func.sum(refunds.c.amount_cents).label("cents"))
         .join(orders, orders.c.id == refunds.c.order_id)
-        .where(refunds.c.status == "processed", *where)
+        .where(REVENUE_REFUNDS, *where)
         .group_by(orders.c.customer_id)
         .subquery("refunded")
     )
@@ -74,7 +74,7 @@ def _customers_with_revenue(excluding: list[int]):
                                            orders.c.customer_id.not_in(excluding)),
         select(orders.c.customer_id)
         .join(refunds, refunds.c.order_id == orders.c.id)
-        .where(refunds.c.status == "processed", orders.c.customer_id.not_in(excluding)),
+        .where(REVENUE_REFUNDS, orders.c.customer_id.not_in(excluding)),
     ).subquery()
 
 
@@ -96,7 +96,7 @@ def net_revenue_totals(conn: Connection, excluding: Sequence[int] = ()) -> NetRe
     excluding = list(excluding)
     gross = _exact_sum(conn, orders.c.total_cents, orders.c.status.in_(FINALIZED_STATUSES),
                        orders.c.customer_id.not_in(excluding))
-    refunded = _exact_sum(conn, refunds.c.amount_cents, refunds.c.status == "processed",
+    refunded = _exact_sum(conn, refunds.c.amount_cents, REVENUE_REFUNDS,
                           refunds.c.order_id.in_(select(orders.c.id).where(orders.c.customer_id.not_in(excluding))))
     count = conn.execute(select(func.count()).select_from(_customers_with_revenue(excluding))).scalar_one()
     return NetRevenueTotals(gross - refunded, int(count))

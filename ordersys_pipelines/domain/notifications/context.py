@@ -13,9 +13,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, case, exists, select
 
-from ordersys_pipelines.db.schema import customers, notifications, order_lines, orders, products, refunds
+from ordersys_pipelines.db.schema import (
+    customers,
+    notifications,
+    order_lines,
+    orders,
+    payment_callbacks,
+    products,
+    refunds,
+)
 from ordersys_pipelines.domain.money import for_customer
 from ordersys_pipelines.domain.notifications.outbox import REFUND_TYPES
 from ordersys_pipelines.domain.notifications.templates import Rendered
@@ -60,10 +68,35 @@ class NotificationRow:
     refund_amount_cents: int | None
     refund_type: str | None
     lines: list[Line] = field(default_factory=list)
+    payment_state: str | None = None  # see payment_state()
 
     @property
     def rendered(self) -> bool:
         return self.subject is not None and self.body is not None
+
+
+PAID_STATUSES = ("finalized", "shipped", "delivered")
+
+
+def payment_state():
+    """What a message may say about the order's money, as the database knows it now:
+    `none` (no payment was ever started), `declined` (the gateway declined it), `returning` (a
+    payment arrived after the order was cancelled or failed and is paid back), `paid`, or `pending` (started and not
+    answered: it may still be approved). Only `none` and `declined` mean nothing was charged."""
+    paybacks = refunds.alias("paybacks")  # the outer query joins refunds itself
+    paid_back = exists().where(paybacks.c.order_id == orders.c.id, paybacks.c.type == "payback")
+    # A verified decline, applied or not (a decline that finds the order cancelled is rejected,
+    # yet it still says the gateway took nothing).
+    declined = exists().where(
+        payment_callbacks.c.payment_ref == orders.c.payment_ref, payment_callbacks.c.event_status == "declined"
+    )
+    return case(
+        (orders.c.payment_ref.is_(None), "none"),
+        (paid_back, "returning"),
+        (orders.c.status.in_(PAID_STATUSES), "paid"),
+        (declined, "declined"),
+        else_="pending",
+    )
 
 
 def load_rows(conn: Connection, ids: Iterable[int]) -> list[NotificationRow]:
@@ -78,6 +111,7 @@ def load_rows(conn: Connection, ids: Iterable[int]) -> list[NotificationRow]:
             customers.c.customer_ref, customers.c.notify_channel.label("customer_channel"),
             n.refund_id, refunds.c.reference.label("refund_reference"),
             refunds.c.amount_cents.label("refund_amount_cents"), refunds.c.type.label("refund_type"),
+            payment_state().label("payment_state"),
         )
         .select_from(notifications)
         .outerjoin(orders, orders.c.id == n.order_id)
@@ -139,6 +173,7 @@ def template_context(row: NotificationRow, currency: str) -> dict[str, Any]:
             for line in row.lines
         ],
         "reason": row.reason,
+        "payment_state": row.payment_state,
     }
     if row.type in REFUND_TYPES:
         context.update(

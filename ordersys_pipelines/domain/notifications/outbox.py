@@ -19,7 +19,9 @@ ORDER_TYPES = (
     "order_shipped",
     "order_delivered",
 )
-REFUND_TYPES = ("refund_processed", "refund_failed")
+# payment_returned: a payment approved after its order was cancelled or failed is being paid
+# back (a payback refund).
+REFUND_TYPES = ("refund_processed", "refund_failed", "payment_returned")
 NOTIFICATION_TYPES = ORDER_TYPES + REFUND_TYPES
 
 

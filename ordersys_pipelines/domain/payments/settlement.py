@@ -4,7 +4,10 @@ A batch of pending callbacks that are due (`available_at <= now`) is claimed, th
 one transaction: each callback is checked (signature, payload, known payment reference, amount
 equal to the order total, order still awaiting payment); approvals finalize their orders
 (stock −= q, reserved −= q), declines fail them and release the reservation, and every bad
-callback is marked rejected with its reason and changes no order.
+callback is marked rejected with its reason and changes no order. An approval for an order
+already cancelled or failed is a late approval: the order stays as it is and the payment is
+paid back (see paybacks). Every verified event's status and amount are kept on its callback
+for the reconciliation.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from ordersys_pipelines.domain import claims, inventory
 from ordersys_pipelines.domain.isolation import in_savepoint, isolate
 from ordersys_pipelines.domain.notifications.outbox import enqueue_for_orders
 from ordersys_pipelines.domain.orders import poison
-from ordersys_pipelines.domain.orders.states import AWAITING_PAYMENT, FAILED, FINALIZED, transition
+from ordersys_pipelines.domain.orders.states import AWAITING_PAYMENT, CANCELLED, FAILED, FINALIZED, transition
+from ordersys_pipelines.domain.payments import paybacks
 from ordersys_pipelines.domain.payments.callbacks import CallbackError, epoch, parse_event
 from ordersys_pipelines.domain.payments.config import GatewayConfig
+from ordersys_pipelines.domain.payments.paybacks import LateApproval, start_paybacks
 from ordersys_pipelines.domain.payments.signing import SignatureError, verify
 from ordersys_pipelines.domain.readable import look
 
@@ -38,10 +43,12 @@ class SettlementResult:
     declined: dict[int, str] = field(default_factory=dict)  # order id → reason
     rejected: dict[int, str] = field(default_factory=dict)  # callback id → reason
     duplicates: int = 0  # extra deliveries of the callbacks settled here
+    late_approvals: dict[int, str] = field(default_factory=dict)  # callback id → what was done (a payback)
+    paybacks_started: int = 0  # paybacks added here (a replayed late approval adds none)
 
     @property
     def applied(self) -> int:
-        return len(self.finalized) + len(self.declined)
+        return len(self.finalized) + len(self.declined) + len(self.late_approvals)
 
     def rejected_by_reason(self) -> dict[str, int]:
         return dict(Counter(reason.split(":", 1)[0] for reason in self.rejected.values()))
@@ -123,6 +130,7 @@ def apply_claimed(
     by_ref = {row.payment_ref: row for row in conn.execute(order_query)}
 
     status = {row.id: row.status for row in by_ref.values()}  # as it will be after this batch
+    late: list[LateApproval] = []
     for callback_id, event in events.items():
         order = by_ref.get(event["payment_ref"])
         if order is None:
@@ -130,6 +138,13 @@ def apply_claimed(
         elif event["amount_cents"] != order.total_cents:
             result.rejected[callback_id] = (
                 f"amount mismatch: {event['amount_cents']} cents, order {order.order_ref} totals {order.total_cents}"
+            )
+        elif event["status"] == "approved" and status[order.id] in (CANCELLED, FAILED):
+            late.append(LateApproval(order.id, order.order_ref, status[order.id], order.payment_ref,
+                                     event["amount_cents"]))
+            result.late_approvals[callback_id] = (
+                f"late approval: order {order.order_ref} is {status[order.id]}; "
+                f"paid back by refund {paybacks.reference(order.payment_ref)}"
             )
         elif status[order.id] != AWAITING_PAYMENT:
             result.rejected[callback_id] = f"not awaiting payment: order {order.order_ref} is {status[order.id]}"
@@ -149,16 +164,23 @@ def apply_claimed(
         for kind in ("payment_failed", "order_failed"):
             enqueue_for_orders(conn, kind, _ids_select(conn, result.declined))
 
+    if late:
+        result.paybacks_started = len(start_paybacks(conn, late, run_id=run_id, now=now))
+
     outcome = rowset(
         conn,
-        ((c.id, "rejected" if c.id in result.rejected else "applied", result.rejected.get(c.id)) for c in callbacks),
-        [("id", BigInteger()), ("status", Text()), ("reason", Text())],
+        ((c.id, "rejected" if c.id in result.rejected else "applied", _outcome_reason(result, c.id),
+          *_event_facts(events.get(c.id)))
+         for c in callbacks),
+        [("id", BigInteger()), ("status", Text()), ("reason", Text()), ("event_status", Text()),
+         ("amount_cents", BigInteger())],
         "outcome",
     )
     conn.execute(
         update(payment_callbacks)
         .where(payment_callbacks.c.id == outcome.c.id)
-        .values(status=outcome.c.status, reason=outcome.c.reason, processed_at=now, run_id=run_id,
+        .values(status=outcome.c.status, reason=outcome.c.reason, event_status=outcome.c.event_status,
+                amount_cents=outcome.c.amount_cents, processed_at=now, run_id=run_id,
                 claimed_by=None, claim_expires_at=None)
     )
     # Stock last: every settlement touches the same hot product rows, so their locks are taken
@@ -169,6 +191,18 @@ def apply_claimed(
         inventory.commit_reserved(conn, result.finalized, now)
         inventory.release_reserved(conn, list(result.declined), now)
     return result
+
+
+def _outcome_reason(result: SettlementResult, callback_id: int) -> str | None:
+    return result.late_approvals.get(callback_id) or result.rejected.get(callback_id)
+
+
+def _event_facts(event: dict | None) -> tuple[str | None, int | None]:
+    """The verified event's status and amount (an amount too large for BIGINT is left out)."""
+    if event is None:
+        return None, None
+    amount = event["amount_cents"]
+    return event["status"], amount if amount < 2**63 else None
 
 
 def settle_batch(

@@ -25,6 +25,7 @@ from ordersys_pipelines.db.dialect import insert_new
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import orders, refund_events, refunds
 from ordersys_pipelines.domain.money import plain
+from ordersys_pipelines.domain.payments import paybacks
 from ordersys_pipelines.domain.refunds.queries import COUNTED, IN_FLIGHT, Refund, get_refund
 
 REFUNDABLE_STATUSES = ("finalized", "shipped", "delivered")
@@ -77,6 +78,11 @@ def request_refund(
         raise TypeError(f"amount_cents must be an integer number of cents, not {amount_cents!r}")
     if not reference or len(reference) > MAX_REFERENCE_LENGTH:
         raise ValueError(f"reference must be 1 to {MAX_REFERENCE_LENGTH} characters")
+    if paybacks.is_reserved(reference):
+        raise ValueError(
+            f"reference {reference!r}: references starting with {paybacks.REFERENCE_PREFIX!r} are reserved "
+            "for the automatic paybacks of late approvals"
+        )
     if conn.in_transaction():
         raise ValueError("request_refund commits its own transaction; pass a connection outside one")
     with conn.begin():
