@@ -30,6 +30,8 @@ def build_resources(settings: Settings) -> dict:
             refund_failure_rate=settings.gateway_refund_failure_rate,
             seed=settings.gateway_seed,
             callback_tolerance_seconds=settings.callback_tolerance_seconds,
+            previous_secrets=",".join(settings.gateway_previous_secrets),
+            rejected_deliveries_kept=settings.rejected_deliveries_kept,
         ),
         "notifier": NotifierResource.from_settings(settings),
         "workflow": WorkflowSettingsResource(

@@ -24,6 +24,9 @@ class PaymentGatewayResource(dg.ConfigurableResource):
     refund_failure_rate: float = 0.05
     seed: int | None = None
     callback_tolerance_seconds: int = 300
+    # Comma-separated secrets being rotated out (a string, so it can come from an EnvVar).
+    previous_secrets: str = ""
+    rejected_deliveries_kept: int = 10_000
 
     @property
     def config(self) -> GatewayConfig:
@@ -36,6 +39,8 @@ class PaymentGatewayResource(dg.ConfigurableResource):
             refund_failure_rate=self.refund_failure_rate,
             seed=self.seed,
             callback_tolerance_seconds=self.callback_tolerance_seconds,
+            previous_secrets=tuple(s.strip() for s in self.previous_secrets.split(",") if s.strip()),
+            rejected_deliveries_kept=self.rejected_deliveries_kept,
         )
 
     def refund(self, conn: Connection, reference: str, payment_ref: str, amount_cents: int):

@@ -1,23 +1,30 @@
 """The payment callback inbox: every delivery is verified and stored once, bad ones as rejected.
 
-A callback arrives as a raw body plus the `Ordersys-Signature` header (`t=..,v1=..`). It is
-stored `pending` when the signature matches and its timestamp lies within the tolerance of the
-delivery time; settlement applies it later. A second delivery of the same `event_id` only
-increments `deliveries` (a duplicate). A callback that cannot be trusted or read is stored as
-`rejected` with the reason under a synthetic event id derived from its bytes — never under the
-event id it claims, so a forgery cannot block the genuine event.
+A callback arrives as a raw body (at most 64 KB) plus the `Ordersys-Signature` header
+(`t=..,v1=..`). It is stored `pending`, whole, when a signature matches one of the accepted
+secrets and its timestamp lies within the tolerance of the delivery time; settlement applies it
+later. A second delivery of the same `event_id` only increments `deliveries` (a duplicate).
+
+A delivery that cannot be trusted or read is stored as `rejected` with the reason under a
+synthetic event id derived from its bytes — never under the event id it claims, so a forgery
+cannot block the genuine event — and as a bounded record only: its size, SHA-256, the sender's
+address and its first few hundred bytes, escaped (`payload_kept = 'head'`). Those records are
+pruned to the newest `rejected_deliveries_kept`, so junk cannot grow the inbox without bound.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Text, literal, select, true
+from sqlalchemy import BigInteger, Connection, Engine, Text, delete, literal, select, true
+from sqlalchemy.exc import DBAPIError
 
 from ordersys_pipelines.db.dialect import dialect_insert, is_mysql
 from ordersys_pipelines.db.engine import utcnow
@@ -26,8 +33,21 @@ from ordersys_pipelines.db.schema import payment_callbacks
 from ordersys_pipelines.domain.payments.config import GatewayConfig
 from ordersys_pipelines.domain.payments.signing import SignatureError, verify
 
+log = logging.getLogger(__name__)
+
 SIGNATURE_HEADER = "Ordersys-Signature"
 STATUSES = ("approved", "declined")
+MAX_BODY_BYTES = 64 * 1024
+MAX_HEADER_CHARS = 200
+HEAD_BYTES = 400  # of a rejected body, kept for the operator to see what arrived
+MAX_REASON_CHARS = 300
+MAX_DEPTH = 8  # of nested arrays/objects in an event (a real one is flat)
+MAX_AMOUNT_CENTS = 2**63 - 1  # BIGINT
+REJECTED_PREFIX = "rejected-"
+# Identifiers are printable ASCII without spaces: no NUL or other control character can reach a
+# key column (PostgreSQL refuses NUL in text), and a display never shows invisible differences.
+_IDENTIFIER = re.compile(r"[!-~]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class CallbackError(ValueError):
@@ -50,6 +70,10 @@ class InboxEntry:
     signed_at: int | None
     status: str = "pending"  # pending | rejected
     reason: str | None = None
+    payload_kept: str = "whole"  # whole | head
+    body_bytes: int | None = None
+    body_sha256: str | None = None
+    remote_addr: str | None = None
 
 
 def epoch(moment: datetime) -> int:
@@ -57,25 +81,91 @@ def epoch(moment: datetime) -> int:
     return int(moment.replace(tzinfo=UTC).timestamp())
 
 
+def printable(text: str, limit: int) -> str:
+    """`text` safe to store and show: control characters escaped, at most `limit` characters."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def escaped_head(raw: bytes) -> str:
+    """The first HEAD_BYTES of a body as text: invalid UTF-8 and control bytes as `\\xNN`."""
+    return printable(raw[:HEAD_BYTES].decode("utf-8", errors="backslashreplace"), 4 * HEAD_BYTES)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        duplicated = sorted({key for key in keys if keys.count(key) > 1})
+        raise CallbackError(f"duplicate key {printable(duplicated[0], 40)!r} in a JSON object")
+    return dict(pairs)
+
+
+def _refuse_constant(name: str):
+    raise CallbackError(f"payload is not valid JSON: {name} is not a number")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of arrays and objects, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """Strict JSON: UTF-8 without NUL, unique keys, no NaN/Infinity, bounded nesting."""
+    if isinstance(raw, bytes):
+        if b"\x00" in raw:
+            raise CallbackError("payload contains a NUL byte")
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CallbackError(f"payload is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise CallbackError(f"payload nests deeper than {MAX_DEPTH} levels") from None
+    except CallbackError:
+        raise
+    except ValueError:  # JSONDecodeError, and integers longer than Python converts
+        raise CallbackError("payload is not valid JSON") from None
+    if _depth(value) > MAX_DEPTH:
+        raise CallbackError(f"payload nests deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _identifier(event: dict[str, Any], name: str, limit: int) -> str:
+    value = event.get(name)
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise CallbackError(f"{name} missing or not a string of at most {limit} characters")
+    if not _IDENTIFIER.fullmatch(value):
+        raise CallbackError(f"{name} {printable(value, 60)!r} has characters other than printable ASCII")
+    return value
+
+
 def parse_event(raw: bytes | str) -> dict[str, Any]:
     """The callback's fields, checked; CallbackError names what is wrong."""
-    try:
-        event = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise CallbackError("payload is not valid JSON") from None
+    event = decode_json(raw)
     if not isinstance(event, dict):
         raise CallbackError("payload is not a JSON object")
-    for name, limit in (("event_id", 100), ("payment_ref", 64)):
-        value = event.get(name)
-        if not isinstance(value, str) or not value or len(value) > limit:
-            raise CallbackError(f"{name} missing or not a string of at most {limit} characters")
+    event_id = _identifier(event, "event_id", 100)
+    if event_id.startswith(REJECTED_PREFIX):
+        raise CallbackError(f"event_id prefix {REJECTED_PREFIX!r} is reserved for rejected deliveries")
+    _identifier(event, "payment_ref", 64)
     if event.get("status") not in STATUSES:
-        raise CallbackError(f"status {event.get('status')!r} is not one of {', '.join(STATUSES)}")
+        raise CallbackError(
+            f"status {printable(repr(event.get('status')), 60)} is not one of {', '.join(STATUSES)}"
+        )
     amount = event.get("amount_cents")
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
-        raise CallbackError(f"amount_cents {amount!r} is not a non-negative integer (cents)")
-    if event.get("reason") is not None and not isinstance(event["reason"], str):
-        raise CallbackError("reason is not a string")
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= MAX_AMOUNT_CENTS:
+        shown = printable(repr(amount), 40)
+        raise CallbackError(f"amount_cents {shown} is not a non-negative integer (cents) of at most 2^63-1")
+    reason = event.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 200 or not reason.isprintable()):
+        raise CallbackError("reason is not a printable string of at most 200 characters")
     return event
 
 
@@ -86,21 +176,21 @@ def store(
     Returns event id → deliveries after this call."""
     if not entries:
         return {}
+    names = ["event_id", "payment_ref", "payload", "signature", "signed_at", "status", "reason", "payload_kept",
+             "body_bytes", "body_sha256", "remote_addr"]
+    integers = {"signed_at", "body_bytes"}
     rows = rowset(
         conn,
-        ((e.event_id, e.payment_ref, e.payload, e.signature, e.signed_at, e.status, e.reason) for e in entries),
-        [("event_id", Text()), ("payment_ref", Text()), ("payload", Text()), ("signature", Text()),
-         ("signed_at", BigInteger()), ("status", Text()), ("reason", Text())],
+        ((e.event_id, e.payment_ref, e.payload, e.signature, e.signed_at, e.status, e.reason, e.payload_kept,
+          e.body_bytes, e.body_sha256, e.remote_addr) for e in entries),
+        [(name, BigInteger() if name in integers else Text()) for name in names],
         "inbox",
     )
     source_rows = select(
-        rows.c.event_id, rows.c.payment_ref, rows.c.payload, rows.c.signature, rows.c.signed_at, rows.c.status,
-        rows.c.reason, literal(source), literal(received_at), literal(available_at),
+        *[rows.c[name] for name in names], literal(source), literal(received_at), literal(available_at),
     ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
     statement = dialect_insert(conn, payment_callbacks).from_select(
-        ["event_id", "payment_ref", "payload", "signature", "signed_at", "status", "reason", "source",
-         "received_at", "available_at"],
-        source_rows,
+        [*names, "source", "received_at", "available_at"], source_rows,
     )
     more = {"deliveries": payment_callbacks.c.deliveries + 1}
     if is_mysql(conn):
@@ -115,8 +205,38 @@ def store(
     return dict(conn.execute(statement.returning(payment_callbacks.c.event_id, payment_callbacks.c.deliveries)).all())
 
 
-def _rejected_id(raw: bytes, header: str | None) -> str:
-    return "rejected-" + hashlib.sha256((header or "").encode() + b"\n" + raw).hexdigest()[:40]
+def _claimed_ref(raw: bytes) -> str | None:
+    """The payment reference a rejected delivery claims, when it is a plausible one (for the
+    operator looking for what was sent about a payment); never trusted."""
+    try:
+        event = decode_json(raw)
+    except CallbackError:
+        return None
+    ref = event.get("payment_ref") if isinstance(event, dict) else None
+    return ref if isinstance(ref, str) and len(ref) <= 64 and _IDENTIFIER.fullmatch(ref) else None
+
+
+def rejected_entry(
+    raw: bytes, signature_header: str | None, reason: str, *, size: int | None = None,
+    remote_addr: str | None = None, signed_at: int | None = None,
+) -> InboxEntry:
+    """The bounded record of a rejected delivery. `raw` is what was read of the body; `size`
+    how many bytes arrived when reading stopped early (default: len(raw))."""
+    header = printable(signature_header, MAX_HEADER_CHARS) if signature_header else None
+    digest = hashlib.sha256(raw).hexdigest()
+    event_id = REJECTED_PREFIX + hashlib.sha256((header or "").encode() + b"\n" + raw).hexdigest()[:40]
+    return InboxEntry(
+        event_id, _claimed_ref(raw) if len(raw) <= MAX_BODY_BYTES else None, escaped_head(raw), header, signed_at,
+        "rejected", printable(reason, MAX_REASON_CHARS), payload_kept="head",
+        body_bytes=len(raw) if size is None else size, body_sha256=digest,
+        remote_addr=printable(remote_addr, 64) if remote_addr else None,
+    )
+
+
+def record_rejection(conn: Connection, entry: InboxEntry, source: str, now: datetime | None = None) -> Receipt:
+    now = now or utcnow()
+    store(conn, [entry], source=source, received_at=now, available_at=now)
+    return Receipt("rejected", entry.event_id, entry.reason)
 
 
 def receive(
@@ -126,29 +246,58 @@ def receive(
     source: str,
     config: GatewayConfig,
     now: datetime | None = None,
+    *,
+    remote_addr: str | None = None,
 ) -> Receipt:
-    """Verify one delivered callback and put it in the inbox (see the module doc)."""
+    """Verify one delivered callback and put it in the inbox (see the module doc). Never raises
+    for what the sender controls: every bad delivery becomes a rejected receipt with its reason."""
     now = now or utcnow()
-    text = raw_payload.decode("utf-8", errors="replace")
     signed_at = None
     try:
+        if len(raw_payload) > MAX_BODY_BYTES:
+            raise CallbackError(f"body larger than {MAX_BODY_BYTES} bytes")
         if not signature_header:
             raise CallbackError(f"missing {SIGNATURE_HEADER} header")
-        if len(signature_header) > 200:
-            raise CallbackError(f"{SIGNATURE_HEADER} header longer than 200 characters")
-        signed_at = verify(raw_payload, signature_header, config.secret, config.callback_tolerance_seconds, epoch(now))
+        if len(signature_header) > MAX_HEADER_CHARS:
+            raise CallbackError(f"{SIGNATURE_HEADER} header longer than {MAX_HEADER_CHARS} characters")
+        signed_at = verify(raw_payload, signature_header, config.accepted_secrets,
+                           config.callback_tolerance_seconds, epoch(now))
         event = parse_event(raw_payload)
     except (SignatureError, CallbackError) as exc:
-        reason = str(exc)
-        event_id = _rejected_id(raw_payload, signature_header)
-        try:
-            claimed_ref = json.loads(raw_payload).get("payment_ref")
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            claimed_ref = None
-        entry = InboxEntry(event_id, claimed_ref if isinstance(claimed_ref, str) else None, text,
-                           (signature_header or "")[:200] or None, signed_at, "rejected", reason)
-        store(conn, [entry], source=source, received_at=now, available_at=now)
-        return Receipt("rejected", event_id, reason)
-    entry = InboxEntry(event["event_id"], event["payment_ref"], text, signature_header, signed_at)
+        entry = rejected_entry(raw_payload, signature_header, str(exc), remote_addr=remote_addr, signed_at=signed_at)
+        return record_rejection(conn, entry, source, now)
+    entry = InboxEntry(
+        event["event_id"], event["payment_ref"], raw_payload.decode("utf-8"), signature_header, signed_at,
+        body_bytes=len(raw_payload), body_sha256=hashlib.sha256(raw_payload).hexdigest(), remote_addr=remote_addr,
+    )
     deliveries = store(conn, [entry], source=source, received_at=now, available_at=now)[entry.event_id]
     return Receipt("stored" if deliveries == 1 else "duplicate", entry.event_id)
+
+
+def prune_rejected(conn: Connection, keep: int) -> int:
+    """Delete all but the newest `keep` rejected-delivery records (one statement); returns how
+    many went. The cut is found on the (payload_kept, id) index, so it costs `keep` index steps."""
+    boundary = conn.execute(
+        select(payment_callbacks.c.id).where(payment_callbacks.c.payload_kept == "head")
+        .order_by(payment_callbacks.c.id.desc()).limit(1).offset(keep)
+    ).scalar()
+    if boundary is None:
+        return 0
+    return conn.execute(
+        delete(payment_callbacks).where(payment_callbacks.c.payload_kept == "head", payment_callbacks.c.id <= boundary)
+    ).rowcount
+
+
+def deliver(engine: Engine, receive_delivery, config: GatewayConfig) -> Receipt:
+    """Run `receive_delivery(conn) -> Receipt` in a transaction of its own, then keep the
+    rejected-delivery record within its cap. Pruning is housekeeping in a second short
+    transaction: a lock conflict there only postpones it to the next rejection."""
+    with engine.begin() as conn:
+        receipt = receive_delivery(conn)
+    if receipt.outcome == "rejected":
+        try:
+            with engine.begin() as conn:
+                prune_rejected(conn, config.rejected_deliveries_kept)
+        except DBAPIError as exc:
+            log.warning("pruning rejected callback deliveries postponed: %s", type(exc.orig).__name__)
+    return receipt
