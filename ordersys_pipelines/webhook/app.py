@@ -44,14 +44,8 @@ class BodyRefused(Exception):
         self.status, self.reason, self.received, self.size = status, reason, received, size
 
 
-def _check_headers(request: Request) -> int | None:
-    """The declared body length, after refusing what the headers alone show to be wrong."""
-    content_type = request.headers.get("content-type")
-    if content_type is not None:
-        media_type, _, params = content_type.partition(";")
-        charset = params.strip().lower().removeprefix("charset=").strip('"') if params.strip() else "utf-8"
-        if media_type.strip().lower() not in JSON_TYPES or charset not in ("utf-8", "utf8"):
-            raise BodyRefused(415, f"content type {content_type[:80]!r} is not application/json (UTF-8)")
+def _declared_length(request: Request) -> int | None:
+    """The Content-Length, refused before reading when it is not a number or over the limit."""
     declared = request.headers.get("content-length")
     if declared is None:
         return None
@@ -63,9 +57,20 @@ def _check_headers(request: Request) -> int | None:
     return int(declared)
 
 
+def _check_content_type(request: Request, body: bytes) -> None:
+    """JSON in UTF-8, or no content type at all (a raw event, as `ordersys payments callback` takes)."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+    media_type, _, params = content_type.partition(";")
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if params.strip() else "utf-8"
+    if media_type.strip().lower() not in JSON_TYPES or charset not in ("utf-8", "utf8"):
+        raise BodyRefused(415, f"content type {content_type[:80]!r} is not application/json (UTF-8)", body)
+
+
 async def read_body(request: Request, timeout_seconds: float) -> bytes:
     """The body, at most MAX_BODY_BYTES of it, within `timeout_seconds`; BodyRefused otherwise."""
-    _check_headers(request)
+    _declared_length(request)
     parts: list[bytes] = []
     received = 0
     try:
@@ -82,7 +87,9 @@ async def read_body(request: Request, timeout_seconds: float) -> bytes:
                           b"".join(parts)) from None
     except ClientDisconnect:
         raise BodyRefused(400, f"client disconnected after {received} bytes", b"".join(parts)) from None
-    return b"".join(parts)
+    body = b"".join(parts)
+    _check_content_type(request, body)
+    return body
 
 
 def create_app(engine: Engine, config: GatewayConfig, *, body_timeout_seconds: float = 10.0) -> Starlette:
