@@ -59,7 +59,9 @@ def webhook() -> None:
 @click.option("--port", default=8787, show_default=True, type=int)
 @click.option("--limit-concurrency", default=64, show_default=True, type=click.IntRange(min=1),
               help="Connections served at once; more are answered 503 (each holds at most 64 KB of body).")
-def serve(host: str, port: int, limit_concurrency: int) -> None:
+@click.option("--body-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a callback body may take to arrive in full; a slower one is refused (408).")
+def serve(host: str, port: int, limit_concurrency: int, body_timeout: float) -> None:
     """Serve POST /payments/callback: verify the signature, store the event in the inbox."""
     import uvicorn
 
@@ -68,5 +70,6 @@ def serve(host: str, port: int, limit_concurrency: int) -> None:
     settings = runtime.load_settings()
     gateway: PaymentGatewayResource = runtime.resources(settings)["gateway"]
     click.echo(f"payment callbacks: POST http://{host}:{port}/payments/callback")
-    uvicorn.run(create_app(get_engine(settings.database_url), gateway.config), host=host, port=port,
+    app = create_app(get_engine(settings.database_url), gateway.config, body_timeout_seconds=body_timeout)
+    uvicorn.run(app, host=host, port=port,
                 log_level="info", limit_concurrency=limit_concurrency)
