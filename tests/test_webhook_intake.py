@@ -9,13 +9,15 @@ import json
 from functools import partial
 
 import pytest
+from alembic import command
 from click.testing import CliRunner
 from sqlalchemy import func, select, update
 from starlette.testclient import TestClient
 from workflow_helpers import add_order, add_products, gateway_config, statuses
 
 from ordersys_pipelines.cli import main
-from ordersys_pipelines.db.engine import utcnow
+from ordersys_pipelines.db import migrate
+from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import payment_callbacks
 from ordersys_pipelines.domain.orders.reservation import reserve_batch
 from ordersys_pipelines.domain.payments.callbacks import SIGNATURE_HEADER, deliver, receive
@@ -218,3 +220,23 @@ def test_the_callback_command_refuses_malformed_files_with_the_reason(cli, engin
     [record] = _rejections(engine)
     assert record.source == "cli" and reason in record.reason and len(record.payload) <= 1600
     assert record.body_bytes == min(len(content), 64 * 1024 + 1)
+
+
+def test_the_migration_shrinks_junk_stored_whole_before_it(db_url):
+    config = migrate.alembic_config(db_url)
+    command.downgrade(config, "0005-1")  # the schema as it was, whatever revision precedes 0005
+    engine = get_engine(db_url)
+    engine.dispose()
+    junk = "é" + "j" * 60_000
+    with engine.begin() as conn:  # only columns the older schema has
+        conn.execute(payment_callbacks.insert(), [
+            {"event_id": "rejected-" + "0" * 40, "payload": junk, "status": "rejected", "reason": "junk"},
+            {"event_id": "evt_1", "payload": _body().decode(), "status": "rejected", "reason": "unknown ref"},
+        ])
+    migrate.upgrade(db_url)
+    engine.dispose()
+    with engine.connect() as conn:
+        rows = conn.execute(select(payment_callbacks.c.event_id, payment_callbacks.c.payload_kept,
+                                   payment_callbacks.c.body_bytes, payment_callbacks.c.payload)
+                            .order_by(payment_callbacks.c.id)).all()
+    assert rows == [("rejected-" + "0" * 40, "head", 60_002, junk[:400]), ("evt_1", "whole", None, _body().decode())]
