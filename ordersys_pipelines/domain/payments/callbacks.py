@@ -82,7 +82,9 @@ def epoch(moment: datetime) -> int:
 
 
 def printable(text: str, limit: int) -> str:
-    """`text` safe to store and show: control characters escaped, at most `limit` characters."""
+    """`text` safe to store and show: control characters and lone surrogates (from undecodable
+    command-line bytes) escaped, at most `limit` characters."""
+    text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
     text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
