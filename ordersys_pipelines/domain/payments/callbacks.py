@@ -15,13 +15,10 @@ pruned to the newest `rejected_deliveries_kept`, so junk cannot grow the inbox w
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Engine, Text, delete, literal, select, true
 from sqlalchemy.exc import DBAPIError
@@ -31,27 +28,23 @@ from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import rowset
 from ordersys_pipelines.db.schema import payment_callbacks
 from ordersys_pipelines.domain.payments.config import GatewayConfig
+from ordersys_pipelines.domain.payments.events import (
+    REJECTED_PREFIX,
+    CallbackError,
+    decode_json,
+    is_identifier,
+    parse_event,
+    printable,
+)
 from ordersys_pipelines.domain.payments.signing import SignatureError, verify
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "Ordersys-Signature"
-STATUSES = ("approved", "declined")
 MAX_BODY_BYTES = 64 * 1024
 MAX_HEADER_CHARS = 200
 HEAD_BYTES = 400  # of a rejected body, kept for the operator to see what arrived
 MAX_REASON_CHARS = 300
-MAX_DEPTH = 8  # of nested arrays/objects in an event (a real one is flat)
-MAX_AMOUNT_CENTS = 2**63 - 1  # BIGINT
-REJECTED_PREFIX = "rejected-"
-# Identifiers are printable ASCII without spaces: no NUL or other control character can reach a
-# key column (PostgreSQL refuses NUL in text), and a display never shows invisible differences.
-_IDENTIFIER = re.compile(r"[!-~]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-class CallbackError(ValueError):
-    """A callback payload that cannot be used; the message is the rejection reason."""
 
 
 @dataclass(frozen=True)
@@ -81,91 +74,9 @@ def epoch(moment: datetime) -> int:
     return int(moment.replace(tzinfo=UTC).timestamp())
 
 
-def printable(text: str, limit: int) -> str:
-    """`text` safe to store and show: control characters and lone surrogates (from undecodable
-    command-line bytes) escaped, at most `limit` characters."""
-    text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def escaped_head(raw: bytes) -> str:
     """The first HEAD_BYTES of a body as text: invalid UTF-8 and control bytes as `\\xNN`."""
     return printable(raw[:HEAD_BYTES].decode("utf-8", errors="backslashreplace"), 4 * HEAD_BYTES)
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        duplicated = sorted({key for key in keys if keys.count(key) > 1})
-        raise CallbackError(f"duplicate key {duplicated[0][:40]!r} in a JSON object")
-    return dict(pairs)
-
-
-def _refuse_constant(name: str):
-    raise CallbackError(f"payload is not valid JSON: {name} is not a number")
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of arrays and objects, without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
-
-
-def decode_json(raw: bytes | str) -> Any:
-    """Strict JSON: UTF-8 without NUL, unique keys, no NaN/Infinity, bounded nesting."""
-    if isinstance(raw, bytes):
-        if b"\x00" in raw:
-            raise CallbackError("payload contains a NUL byte")
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CallbackError(f"payload is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        value = json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise CallbackError(f"payload nests deeper than {MAX_DEPTH} levels") from None
-    except CallbackError:
-        raise
-    except ValueError:  # JSONDecodeError, and integers longer than Python converts
-        raise CallbackError("payload is not valid JSON") from None
-    if _depth(value) > MAX_DEPTH:
-        raise CallbackError(f"payload nests deeper than {MAX_DEPTH} levels")
-    return value
-
-
-def _identifier(event: dict[str, Any], name: str, limit: int) -> str:
-    value = event.get(name)
-    if not isinstance(value, str) or not value or len(value) > limit:
-        raise CallbackError(f"{name} missing or not a string of at most {limit} characters")
-    if not _IDENTIFIER.fullmatch(value):
-        raise CallbackError(f"{name} {value[:60]!r} has characters other than printable ASCII")
-    return value
-
-
-def parse_event(raw: bytes | str) -> dict[str, Any]:
-    """The callback's fields, checked; CallbackError names what is wrong."""
-    event = decode_json(raw)
-    if not isinstance(event, dict):
-        raise CallbackError("payload is not a JSON object")
-    event_id = _identifier(event, "event_id", 100)
-    if event_id.startswith(REJECTED_PREFIX):
-        raise CallbackError(f"event_id prefix {REJECTED_PREFIX!r} is reserved for rejected deliveries")
-    _identifier(event, "payment_ref", 64)
-    if event.get("status") not in STATUSES:
-        raise CallbackError(f"status {repr(event.get('status'))[:60]} is not one of {', '.join(STATUSES)}")
-    amount = event.get("amount_cents")
-    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= MAX_AMOUNT_CENTS:
-        raise CallbackError(f"amount_cents {repr(amount)[:40]} is not a non-negative integer (cents) of at most 2^63-1")
-    reason = event.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > 200 or not reason.isprintable()):
-        raise CallbackError("reason is not a printable string of at most 200 characters")
-    return event
 
 
 def store(
@@ -212,7 +123,7 @@ def _claimed_ref(raw: bytes) -> str | None:
     except CallbackError:
         return None
     ref = event.get("payment_ref") if isinstance(event, dict) else None
-    return ref if isinstance(ref, str) and len(ref) <= 64 and _IDENTIFIER.fullmatch(ref) else None
+    return ref if is_identifier(ref, 64) else None
 
 
 def rejected_entry(
