@@ -65,6 +65,11 @@ def _str(name: str, default: str) -> str:
     return default if raw is None or raw == "" else raw
 
 
+def _list(name: str) -> tuple[str, ...]:
+    """A comma-separated list; blanks around and between the items are dropped."""
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = field(default_factory=_default_database_url)
@@ -87,12 +92,17 @@ class Settings:
     payment_timeout_seconds: int = 900
     claim_lease_seconds: int = 300
     gateway_secret: str = "ordersys-dev-secret"
+    # Secrets being rotated out: callbacks signed with them are still accepted (comma-separated
+    # in ORDERSYS_GATEWAY_PREVIOUS_SECRETS; the gateway signs with gateway_secret only).
+    gateway_previous_secrets: tuple[str, ...] = field(default=(), repr=False)
     gateway_approval_rate: float = GatewayConfig.approval_rate
     gateway_refund_failure_rate: float = GatewayConfig.refund_failure_rate
     gateway_duplicate_rate: float = GatewayConfig.duplicate_rate
     gateway_callback_delay_seconds: float = GatewayConfig.callback_delay_seconds
     gateway_seed: int | None = None
     callback_tolerance_seconds: int = GatewayConfig.callback_tolerance_seconds
+    # Most rejected callback deliveries kept (bounded records); older ones are pruned.
+    rejected_deliveries_kept: int = GatewayConfig.rejected_deliveries_kept
     refund_max_attempts: int = 5
     refund_backoff_seconds: int = 30
     notify_channel: str = NotifierConfig.channel
@@ -146,12 +156,14 @@ class Settings:
             payment_timeout_seconds=_int("ORDERSYS_PAYMENT_TIMEOUT", 900, minimum=1),
             claim_lease_seconds=_int("ORDERSYS_CLAIM_LEASE_SECONDS", 300, minimum=1),
             gateway_secret=_str("ORDERSYS_GATEWAY_SECRET", "ordersys-dev-secret"),
+            gateway_previous_secrets=_list("ORDERSYS_GATEWAY_PREVIOUS_SECRETS"),
             gateway_approval_rate=_float("ORDERSYS_GATEWAY_APPROVAL_RATE", cls.gateway_approval_rate),
             gateway_refund_failure_rate=_float("ORDERSYS_GATEWAY_REFUND_FAILURE_RATE", cls.gateway_refund_failure_rate),
             gateway_duplicate_rate=_float("ORDERSYS_GATEWAY_DUPLICATE_RATE", cls.gateway_duplicate_rate),
             gateway_callback_delay_seconds=_float("ORDERSYS_GATEWAY_CALLBACK_DELAY", cls.gateway_callback_delay_seconds),
             gateway_seed=int(seed) if seed else None,
             callback_tolerance_seconds=_int("ORDERSYS_CALLBACK_TOLERANCE", cls.callback_tolerance_seconds, minimum=1),
+            rejected_deliveries_kept=_int("ORDERSYS_REJECTED_DELIVERIES_KEPT", cls.rejected_deliveries_kept, minimum=1),
             refund_max_attempts=_int("ORDERSYS_REFUND_MAX_ATTEMPTS", 5, minimum=1),
             refund_backoff_seconds=_int("ORDERSYS_REFUND_BACKOFF_SECONDS", 30),
             notify_channel=_str("ORDERSYS_NOTIFY_CHANNEL", cls.notify_channel),
@@ -202,7 +214,7 @@ class Settings:
             raise SettingsError("ORDERSYS_NOTIFY_CHANNEL=webhook needs ORDERSYS_NOTIFY_WEBHOOK_URL")
 
     def as_table(self) -> list[tuple[str, str]]:
-        return [(f.name, str(getattr(self, f.name))) for f in fields(self)]
+        return [(f.name, str(getattr(self, f.name))) for f in fields(self) if f.repr]  # secrets have repr=False
 
 
 def get_settings() -> Settings:

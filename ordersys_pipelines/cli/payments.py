@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
 
 from ordersys_pipelines.cli import runtime
 from ordersys_pipelines.db.engine import get_engine
-from ordersys_pipelines.domain.payments.callbacks import SIGNATURE_HEADER, receive
+from ordersys_pipelines.domain.payments.callbacks import MAX_BODY_BYTES, SIGNATURE_HEADER, deliver, receive
 from ordersys_pipelines.domain.payments.paybacks import pay_back_unreturned
 from ordersys_pipelines.domain.payments.reconciliation import DEFAULT_LIMIT, reconcile
 from ordersys_pipelines.domain.payments.signing import sign
@@ -34,16 +35,17 @@ def payments() -> None:
 def callback(file: Path, signature: str | None, sign_it: bool) -> None:
     """Put one gateway callback event into the inbox (verified like a webhook delivery).
 
-    Settlement applies it on its next run. A bad signature, a stale timestamp or a malformed
-    event is stored as rejected and reported (exit status 1)."""
+    Settlement applies it on its next run. A bad signature, a stale timestamp, a file over
+    64 KB or a malformed event is recorded as rejected and reported (exit status 1)."""
     if bool(signature) == sign_it:
         raise click.ClickException("give exactly one of --signature HEADER or --sign")
     settings = runtime.load_settings()
     config = _gateway_config(settings)
-    raw = file.read_bytes()
+    with file.open("rb") as stream:
+        raw = stream.read(MAX_BODY_BYTES + 1)  # one byte more than allowed is enough to refuse it
     header = sign(raw, config.secret) if sign_it else signature
-    with get_engine(settings.database_url).begin() as conn:
-        receipt = receive(conn, raw, header, "cli", config)
+    receipt = deliver(get_engine(settings.database_url),
+                      partial(receive, raw_payload=raw, signature_header=header, source="cli", config=config), config)
     if receipt.outcome == "rejected":
         raise click.ClickException(f"callback rejected: {receipt.reason} (stored as {receipt.event_id})")
     click.echo(f"{receipt.outcome}: {receipt.event_id}")
@@ -85,7 +87,11 @@ def webhook() -> None:
 @webhook.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (local only by default).")
 @click.option("--port", default=8787, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
+@click.option("--limit-concurrency", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Connections served at once; more are answered 503 (each holds at most 64 KB of body).")
+@click.option("--body-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a callback body may take to arrive in full; a slower one is refused (408).")
+def serve(host: str, port: int, limit_concurrency: int, body_timeout: float) -> None:
     """Serve POST /payments/callback: verify the signature, store the event in the inbox."""
     import uvicorn
 
@@ -94,4 +100,6 @@ def serve(host: str, port: int) -> None:
     settings = runtime.load_settings()
     gateway: PaymentGatewayResource = runtime.resource(settings, "gateway")
     click.echo(f"payment callbacks: POST http://{host}:{port}/payments/callback")
-    uvicorn.run(create_app(get_engine(settings.database_url), gateway.config), host=host, port=port, log_level="info")
+    app = create_app(get_engine(settings.database_url), gateway.config, body_timeout_seconds=body_timeout)
+    uvicorn.run(app, host=host, port=port,
+                log_level="info", limit_concurrency=limit_concurrency)

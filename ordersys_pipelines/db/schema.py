@@ -226,7 +226,12 @@ payment_callbacks = Table(
     Column("id", Id, primary_key=True),
     Column("event_id", String(100), nullable=False, unique=True),
     Column("payment_ref", String(64)),
-    Column("payload", Text, nullable=False),  # the raw signed body
+    # The raw signed body; for a delivery rejected on receipt only its escaped first bytes.
+    Column("payload", Text, nullable=False),
+    Column("payload_kept", String(5), nullable=False, server_default="whole"),  # whole | head
+    Column("body_bytes", BigInteger),  # size and SHA-256 of the body as delivered
+    Column("body_sha256", String(64)),
+    Column("remote_addr", String(64)),
     Column("signature", String(200)),
     Column("signed_at", BigInteger),  # the timestamp the signature covers (epoch seconds)
     Column("source", String(20), nullable=False, server_default="gateway"),
@@ -246,6 +251,8 @@ payment_callbacks = Table(
     *_claim_columns(),
     Index("ix_payment_callbacks_status", "status", "available_at"),
     Index("ix_payment_callbacks_payment_ref", "payment_ref"),
+    # The bounded record of rejected deliveries, newest first, for pruning it to its cap.
+    Index("ix_payment_callbacks_payload_kept", "payload_kept", "id"),
     **TABLE_OPTIONS,
 )
 

@@ -7,7 +7,7 @@ from ordersys_pipelines.resources.imports import ImportsResource
 from ordersys_pipelines.resources.notifier import NotifierResource
 from ordersys_pipelines.resources.payment_gateway import PaymentGatewayResource
 from ordersys_pipelines.resources.redis import RedisResource
-from ordersys_pipelines.resources.secrets import secret
+from ordersys_pipelines.resources.secrets import secret, secret_list
 from ordersys_pipelines.resources.workflow import WorkflowSettingsResource
 from ordersys_pipelines.settings import Settings
 
@@ -31,6 +31,8 @@ def build_resources(settings: Settings) -> dict:
             refund_failure_rate=settings.gateway_refund_failure_rate,
             seed=settings.gateway_seed,
             callback_tolerance_seconds=settings.callback_tolerance_seconds,
+            previous_secrets=secret_list("ORDERSYS_GATEWAY_PREVIOUS_SECRETS", settings.gateway_previous_secrets),
+            rejected_deliveries_kept=settings.rejected_deliveries_kept,
         ),
         "notifier": NotifierResource.from_settings(settings),
         "workflow": WorkflowSettingsResource(

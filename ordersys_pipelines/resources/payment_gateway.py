@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -16,6 +17,16 @@ class PaymentGatewayResource(resource_with_fields_of(GatewayConfig)):
     """Simulated gateway: approves payments at `approval_rate`, answers with HMAC-signed
     callbacks (some delivered twice), and fails refund calls at `refund_failure_rate`. The
     fields are GatewayConfig's (domain/payments/config.py)."""
+
+    # Comma-separated: a string rather than a list, so that it can be a dg.EnvVar (never shown).
+    previous_secrets: str = ""
+
+    @property
+    def config(self) -> GatewayConfig:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(GatewayConfig)}
+        values["decline_reasons"] = tuple(values["decline_reasons"])
+        values["previous_secrets"] = tuple(s.strip() for s in self.previous_secrets.split(",") if s.strip())
+        return GatewayConfig(**values)
 
     def refund(self, conn: Connection, reference: str, payment_ref: str, amount_cents: int):
         """Refund `amount_cents` of payment `payment_ref`; a repeated `reference` is recognised

@@ -15,3 +15,12 @@ def secret(env_name: str, value: str | None) -> str | None:
     if value and os.environ.get(env_name) == value:
         return dg.EnvVar(env_name)
     return value
+
+
+def secret_list(env_name: str, values: tuple[str, ...]) -> str:
+    """A list of secrets as one comma-separated value, `secret()`'s way: a `dg.EnvVar` when the
+    list is what the environment variable `env_name` says."""
+    raw = os.environ.get(env_name, "")
+    if values and tuple(item.strip() for item in raw.split(",") if item.strip()) == values:
+        return dg.EnvVar(env_name)
+    return ",".join(values)

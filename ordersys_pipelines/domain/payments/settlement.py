@@ -112,7 +112,7 @@ def apply_claimed(
     for callback in callbacks:
         try:
             # The tolerance was checked against the delivery time when the callback was received.
-            verify(callback.payload.encode(), callback.signature or "", config.secret,
+            verify(callback.payload.encode(), callback.signature or "", config.accepted_secrets,
                    config.callback_tolerance_seconds, epoch(callback.available_at))
             events[callback.id] = parse_event(callback.payload)
         except SignatureError as exc:
