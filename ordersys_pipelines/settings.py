@@ -98,6 +98,8 @@ class Settings:
     notify_backoff_seconds: float = 30.0
     notify_batch_size: int = 200
     notify_timeout_seconds: float = 10.0
+    notify_breaker_failures: int = 5
+    notify_breaker_pause_seconds: float = 30.0
     notify_templates_dir: Path | None = None
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
@@ -156,6 +158,8 @@ class Settings:
             notify_backoff_seconds=_float("ORDERSYS_NOTIFY_BACKOFF_SECONDS", 30.0, minimum=0),
             notify_batch_size=_int("ORDERSYS_NOTIFY_BATCH_SIZE", 200, minimum=1),
             notify_timeout_seconds=_float("ORDERSYS_NOTIFY_TIMEOUT", 10.0, minimum=0.1),
+            notify_breaker_failures=_int("ORDERSYS_NOTIFY_BREAKER_FAILURES", 5, minimum=1),
+            notify_breaker_pause_seconds=_float("ORDERSYS_NOTIFY_BREAKER_PAUSE", 30.0, minimum=0),
             notify_templates_dir=Path(templates) if templates else None,
             smtp_host=_str("ORDERSYS_SMTP_HOST", "127.0.0.1"),
             smtp_port=_int("ORDERSYS_SMTP_PORT", 25, minimum=1),

@@ -20,6 +20,8 @@ class NotifierResource(dg.ConfigurableResource):
     batch_size: int = 200
     lease_seconds: int = 300
     timeout_seconds: float = 10.0
+    breaker_failures: int = 5
+    breaker_pause_seconds: float = 30.0
     templates_dir: str | None = None
     currency: str = "EUR"
     smtp_host: str = "127.0.0.1"

@@ -37,7 +37,7 @@ def notification_dispatch_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource, notifier: NotifierResource
 ):
     with database.engine.connect() as conn:
-        count, max_id, latest = due_summary(conn)
+        count, max_id, latest = due_summary(conn, config=notifier.config)
     if not count:
         return dg.SkipReason("no notifications due")
     in_flight = run_in_flight(context.instance, notification_dispatch.name)
