@@ -11,8 +11,9 @@ from ordersys_pipelines.settings import Settings
 
 class NotifierResource(dg.ConfigurableResource):
     """Where and how notifications go: `channel` (log, email, webhook; customers may override),
-    SMTP and webhook settings, retries (`max_attempts`, exponential `backoff_seconds`), batch
-    size, claim lease, and an optional templates folder overriding the packaged templates."""
+    SMTP and webhook settings, retries (`max_attempts`, exponential `backoff_seconds`), the
+    circuit breaker (`breaker_failures` in a row, `breaker_pause_seconds`), batch size, claim
+    lease, and an optional templates folder overriding the packaged templates."""
 
     channel: str = "log"
     max_attempts: int = 5
