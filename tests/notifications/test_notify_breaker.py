@@ -267,3 +267,29 @@ def test_the_send_command_tells_about_an_open_channel(shop, settings, monkeypatc
     assert channels.exit_code == 0, channels.output
     [line] = [line for line in channels.output.splitlines() if line.startswith("webhook")]
     assert line.split()[:2] == ["webhook", "open"]
+
+
+def test_poison_breaker_rows_never_halt_a_channel(shop, engine, receivers, config):
+    """States written by hand: an open breaker without retry_at, one paused for a century, an
+    unknown state and an unknown channel. Each open one is probed; the others are ignored."""
+    receiver = receivers()
+    far = utcnow() + timedelta(days=36500)
+    with engine.begin() as conn:
+        conn.execute(notification_channel_state.insert(), [
+            {"channel": "webhook", "state": "open", "reason": "x" * 10_000, "retry_at": far},
+            {"channel": "log", "state": "open", "reason": None, "retry_at": None},
+            {"channel": "email", "state": "jammed", "reason": "\x07\x1b[31m", "retry_at": far},
+            {"channel": "pigeon", "state": "open", "reason": "ü", "retry_at": far},
+        ])
+    shop.enqueue("order_shipped", shop.orders(3, prefix="H", channel="webhook"))
+    shop.enqueue("order_shipped", shop.orders(2, prefix="L", email="log@example.com", channel="log"))
+    settings = _webhook(config, receiver.url, breaker_pause_seconds=60)
+    with engine.connect() as conn:
+        assert due_summary(conn, config=settings)[0] == 5
+
+    result = dispatch(engine, settings, claimant="run")
+
+    assert (result.sent, result.failed) == (5, 0) and len(receiver.delivered) == 3
+    with engine.connect() as conn:
+        states = {s.channel: s.state for s in read_channel_states(conn)}
+    assert states == {"webhook": "closed", "log": "closed", "email": "jammed", "pigeon": "open"}

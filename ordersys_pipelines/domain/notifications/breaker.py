@@ -77,11 +77,10 @@ class Breakers:
     @classmethod
     def load(cls, conn: Connection, config: NotifierConfig) -> Breakers:
         """The breakers left open by earlier runs: still open until their retry_at, half-open after."""
-        now = utcnow()
         rows = conn.execute(select(notification_channel_state).where(state.state == OPEN)).all()
+        paused = set(channels_paused(conn, config))
         return cls(config, [
-            Breaker(row.channel, config.breaker_failures,
-                    state=OPEN if row.retry_at and row.retry_at > now else HALF_OPEN,
+            Breaker(row.channel, config.breaker_failures, state=OPEN if row.channel in paused else HALF_OPEN,
                     reason=row.reason, opened_at=row.opened_at, retry_at=row.retry_at)
             for row in rows
         ])
@@ -146,11 +145,14 @@ def pending_by_channel(conn: Connection, config: NotifierConfig, channels: list[
     return dict(rows.all())
 
 
-def channels_paused(conn: Connection) -> list[str]:
-    """Channels whose breaker is open and not yet due for a probe."""
-    return sorted(conn.execute(
-        select(state.channel).where(state.state == OPEN, state.retry_at > utcnow())
-    ).scalars())
+def channels_paused(conn: Connection, config: NotifierConfig) -> list[str]:
+    """Channels whose breaker is open and not yet due for a probe. A retry_at further away than
+    the pause (a clock that jumped, a row written by hand) is not obeyed: that channel is probed."""
+    now = utcnow()
+    return sorted(conn.execute(select(state.channel).where(
+        state.state == OPEN, state.retry_at > now,
+        state.retry_at <= now + timedelta(seconds=config.breaker_pause_seconds),
+    )).scalars())
 
 
 def read_channel_states(conn: Connection) -> list:

@@ -151,7 +151,7 @@ def due_summary(conn: Connection, now: datetime | None = None, config: NotifierC
     query = select(func.count(), func.max(n.id), func.max(n.next_attempt_at)).where(
         due_clause(now), claimable(notifications)
     )
-    paused = channels_paused(conn) if config is not None else []
+    paused = channels_paused(conn, config) if config is not None else []
     if paused:
         query = query.where(channel_of(config).not_in(paused))
     count, max_id, latest = conn.execute(query).one()
@@ -197,8 +197,8 @@ def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, lim
             breakers.save(conn, claimant)
     result.breakers = breakers.report()
     result.seconds = time.monotonic() - started
-    log.info("dispatched %d notifications: %d sent, %d retried, %d failed", result.claimed,
-             result.sent, result.retried, result.failed)
+    log.info("dispatched %d notifications: %d sent, %d retried, %d failed, %d handed back untried",
+             result.claimed, result.sent, result.retried, result.failed, sum(result.deferred.values()))
     return result
 
 
