@@ -111,6 +111,8 @@ class Settings:
     notify_backoff_seconds: float = NotifierConfig.backoff_seconds
     notify_batch_size: int = NotifierConfig.batch_size
     notify_timeout_seconds: float = NotifierConfig.timeout_seconds
+    notify_breaker_failures: int = NotifierConfig.breaker_failures
+    notify_breaker_pause_seconds: float = NotifierConfig.breaker_pause_seconds
     notify_templates_dir: Path | None = None
     smtp_host: str = NotifierConfig.smtp_host
     smtp_port: int = NotifierConfig.smtp_port
@@ -171,6 +173,9 @@ class Settings:
             notify_backoff_seconds=_float("ORDERSYS_NOTIFY_BACKOFF_SECONDS", cls.notify_backoff_seconds, minimum=0),
             notify_batch_size=_int("ORDERSYS_NOTIFY_BATCH_SIZE", cls.notify_batch_size, minimum=1),
             notify_timeout_seconds=_float("ORDERSYS_NOTIFY_TIMEOUT", cls.notify_timeout_seconds, minimum=0.1),
+            notify_breaker_failures=_int("ORDERSYS_NOTIFY_BREAKER_FAILURES", cls.notify_breaker_failures, minimum=1),
+            notify_breaker_pause_seconds=_float("ORDERSYS_NOTIFY_BREAKER_PAUSE", cls.notify_breaker_pause_seconds,
+                                                minimum=0),
             notify_templates_dir=Path(templates) if templates else None,
             smtp_host=_str("ORDERSYS_SMTP_HOST", cls.smtp_host),
             smtp_port=_int("ORDERSYS_SMTP_PORT", cls.smtp_port, minimum=1),

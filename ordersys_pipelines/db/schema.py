@@ -325,6 +325,41 @@ notifications = Table(
     **TABLE_OPTIONS,
 )
 
+# What happened to a notification besides dispatch's own marks (a re-queue by an operator ...).
+notification_events = Table(
+    "notification_events",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("notification_id", Id, ForeignKey("notifications.id", ondelete="CASCADE"), nullable=False),
+    Column("event", String(20), nullable=False),  # requeued
+    Column("from_status", String(20)),
+    Column("to_status", String(20), nullable=False),
+    Column("attempts_before", Integer),
+    Column("reason", Text),
+    Column("actor", String(64)),
+    _created_at(),
+    Index("ix_notification_events_notification_id", "notification_id"),
+    **TABLE_OPTIONS,
+)
+
+# A dispatch's circuit breaker per channel: `open` while the channel is down (untried
+# notifications wait until retry_at), `closed` once it answered again.
+notification_channel_state = Table(
+    "notification_channel_state",
+    metadata,
+    Column("channel", String(20), primary_key=True),
+    Column("state", String(10), nullable=False),  # closed | open
+    Column("reason", Text),
+    Column("failures", Integer, nullable=False, server_default="0"),  # in a row, when it opened
+    Column("deferred", Integer, nullable=False, server_default="0"),  # handed back untried by that run
+    Column("left_pending", Integer, nullable=False, server_default="0"),  # pending on the channel then
+    Column("opened_at", Timestamp),
+    Column("retry_at", Timestamp),
+    Column("run_id", String(64)),
+    _updated_at(),
+    **TABLE_OPTIONS,
+)
+
 __all__ = [
     "customers",
     "gateway_calls",
@@ -332,6 +367,8 @@ __all__ = [
     "import_rejects",
     "import_staging",
     "metadata",
+    "notification_channel_state",
+    "notification_events",
     "notifications",
     "order_events",
     "order_lines",

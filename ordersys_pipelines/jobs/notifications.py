@@ -17,7 +17,8 @@ class DispatchConfig(dg.Config):
 
 @dg.op(
     description="Claim due notifications in batches, render them, send them through their channel "
-    "and record sent / retried / failed per type and channel.",
+    "and record sent / retried / failed per type and channel; a channel that is down is left alone "
+    "for the rest of the run (circuit breaker) and its notifications stay pending.",
     tags={"dagster/kind/python": ""},
     out=dg.Out(dg.Nothing),
 )
@@ -36,11 +37,19 @@ def dispatch_notifications(
         "retried": result.retried,
         "failed": result.failed,
         "lost_claims": result.lost,
+        "deferred": sum(result.deferred.values()),
+        "channels_open": ", ".join(b.channel for b in result.breakers if b.is_open) or "none",
         "batches": result.batches,
         "seconds": round(result.seconds, 3),
         "notifications_per_second": round(result.claimed / result.seconds, 1) if result.seconds else 0.0,
         "by_type_and_channel": dg.MetadataValue.md(result.markdown()),
     }
+    if result.breakers:
+        metadata["channel_breakers"] = dg.MetadataValue.md(result.breakers_markdown())
+        for breaker in result.breakers:
+            if breaker.is_open:
+                context.log.warning(f"channel {breaker.channel} is down ({breaker.reason}); "
+                                    f"{breaker.left_pending} notifications left pending")
     if result.errors:
         metadata["errors"] = dg.MetadataValue.md(markdown_table(["id", "outcome", "error"], result.errors, numeric=["id"]))
     return dg.Output(None, metadata=metadata)

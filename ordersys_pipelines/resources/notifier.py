@@ -11,8 +11,8 @@ from ordersys_pipelines.settings import Settings
 
 class NotifierResource(resource_with_fields_of(NotifierConfig)):
     """Where and how notifications go: `channel` (log, email, webhook; customers may override),
-    SMTP and webhook settings, retries (`max_attempts`, exponential `backoff_seconds`), batch
-    size, claim lease, and an optional templates folder overriding the packaged templates. The
+    SMTP and webhook settings, retries (`max_attempts`, exponential `backoff_seconds`), the
+    circuit breaker (`breaker_failures` in a row, `breaker_pause_seconds`), batch size, claim lease, and an optional templates folder overriding the packaged templates. The
     fields are NotifierConfig's (domain/notifications/config.py)."""
 
     @classmethod

@@ -2,9 +2,10 @@
 
 Every failure is classified: a TransientError is retried later (connection refused, timeouts,
 SMTP 4xx, HTTP 5xx/408/429), a PermanentError fails the notification at once with the
-receiving server's reply (SMTP 5xx such as a refused recipient, HTTP 4xx). ChannelUnavailable
-is the transient failure of the channel itself (the server does not answer): the rest of the
-batch on that channel is not tried against it again, it waits for the next attempt as well.
+receiving server's reply (SMTP 5xx such as a refused recipient, HTTP 4xx). A transient error
+that says the channel itself is in trouble rather than this one message (`channel_wide`: the
+server does not answer, the webhook receiver answers 5xx, SMTP 421) feeds the dispatch's circuit
+breaker (dispatch.breaker); ChannelUnavailable is the one where nothing answers at all.
 """
 
 from __future__ import annotations
@@ -35,11 +36,20 @@ class ChannelError(Exception):
 
 
 class TransientError(ChannelError):
-    """Worth trying again later."""
+    """Worth trying again later. `channel_wide`: the channel is in trouble, not just this message."""
+
+    channel_wide = False
+
+    def __init__(self, *args, channel_wide: bool | None = None):
+        super().__init__(*args)
+        if channel_wide is not None:
+            self.channel_wide = channel_wide
 
 
 class ChannelUnavailable(TransientError):
     """The channel itself is down (nothing answers, login refused ...)."""
+
+    channel_wide = True
 
 
 class PermanentError(ChannelError):
@@ -216,8 +226,8 @@ class WebhookChannel(Channel):
                 response.read()
         except urllib.error.HTTPError as exc:
             detail = f"HTTP {exc.code} {exc.reason} from {url}: {_excerpt(exc)}"
-            if exc.code >= 500 or exc.code in (408, 425, 429):
-                raise TransientError(detail) from exc
+            if exc.code >= 500 or exc.code in (408, 425, 429):  # the one receiver is in trouble
+                raise TransientError(detail, channel_wide=True) from exc
             raise PermanentError(detail) from exc
         except urllib.error.URLError as exc:
             raise ChannelUnavailable(f"webhook {url} unavailable: {_describe(exc.reason)}") from exc
@@ -229,26 +239,19 @@ CHANNEL_CLASSES: dict[str, type[Channel]] = {c.name: c for c in (LogChannel, Ema
 
 
 class Channels:
-    """The channels of one batch, opened on first use and closed together. After a channel
-    has been found unavailable, its remaining messages fail fast with the same error."""
+    """The channels of one batch, opened on first use and closed together. Whether a channel
+    that failed is tried again is the caller's decision (dispatch's circuit breaker)."""
 
     def __init__(self, config: NotifierConfig):
         self.config = config
         self._open: dict[str, Channel] = {}
-        self._down: dict[str, ChannelUnavailable] = {}
 
     def send(self, channel: str, message: Message) -> None:
-        if channel in self._down:
-            raise self._down[channel]
         if channel not in self._open:
             if channel not in CHANNEL_CLASSES:
                 raise PermanentError(f"unknown channel {channel!r}; valid: {', '.join(CHANNEL_CLASSES)}")
             self._open[channel] = CHANNEL_CLASSES[channel](self.config)
-        try:
-            self._open[channel].send(message)
-        except ChannelUnavailable as exc:
-            self._down[channel] = exc
-            raise
+        self._open[channel].send(message)
 
     def close(self) -> None:
         for channel in self._open.values():
@@ -263,7 +266,9 @@ class Channels:
 
 
 def _by_code(code: int, detail: str) -> ChannelError:
-    return PermanentError(detail) if code >= 500 else TransientError(detail)
+    if code >= 500:
+        return PermanentError(detail)
+    return TransientError(detail, channel_wide=code == 421)  # 421: the server is closing the session
 
 
 def _text(reply: bytes | str) -> str:

@@ -18,6 +18,10 @@ class NotifierConfig:
     # How long a dispatch run owns the notifications it claimed; renewed while it sends.
     lease_seconds: int = 300
     timeout_seconds: float = 10.0
+    # Circuit breaker: this many channel failures in a row (refused, timeout, HTTP 5xx) stop a
+    # run trying the channel; its untried notifications wait breaker_pause_seconds, attempts unchanged.
+    breaker_failures: int = 5
+    breaker_pause_seconds: float = 30.0
     templates_dir: str | None = None
     currency: str = "EUR"
     smtp_host: str = "127.0.0.1"
@@ -41,6 +45,8 @@ class NotifierConfig:
             batch_size=settings.notify_batch_size,
             lease_seconds=settings.claim_lease_seconds,
             timeout_seconds=settings.notify_timeout_seconds,
+            breaker_failures=settings.notify_breaker_failures,
+            breaker_pause_seconds=settings.notify_breaker_pause_seconds,
             templates_dir=str(templates) if templates else None,
             currency=settings.currency,
             smtp_host=settings.smtp_host,

@@ -9,6 +9,10 @@
    ORDERSYS_NOTIFY_MAX_ATTEMPTS or the receiving server refused for good. Each group also
    renews the lease on the rest of the batch, and only rows still claimed by this run are sent.
 
+An attempt is counted only for a notification that was tried. A channel that is down (failures
+in a row, see breaker.py) is not tried again by this run: its claimed notifications go back to
+`pending` untried (attempts unchanged), and later batches of the run do not claim its others.
+
 Overlapping runs never send the same notification: a row is claimed by one run at a time, and a
 claim is only taken over once its lease has lapsed. The at-least-once edge: a run that dies
 after sending but before its group of marks commits leaves those rows `sending`; when the lease
@@ -32,6 +36,7 @@ from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import notifications
 from ordersys_pipelines.domain.claims import claim, claimable
 from ordersys_pipelines.domain.isolation import describe, in_savepoint, is_data_error, isolate
+from ordersys_pipelines.domain.notifications.breaker import Breaker, Breakers, channel_of, channels_paused
 from ordersys_pipelines.domain.notifications.channels import (
     Channels,
     Message,
@@ -67,6 +72,8 @@ class DispatchResult:
     claimed: int = 0
     batches: int = 0
     lost: int = 0  # claims that lapsed and went to another run before they were sent
+    deferred: Counter = field(default_factory=Counter)  # by channel: handed back untried (breaker open)
+    breakers: list[Breaker] = field(default_factory=list)  # open, probed or changed during the run
     seconds: float = 0.0
     errors: list[tuple[int, str, str]] = field(default_factory=list)  # (id, outcome, error), a sample
 
@@ -95,6 +102,8 @@ class DispatchResult:
         self.claimed += other.claimed
         self.batches += other.batches
         self.lost += other.lost
+        self.deferred.update(other.deferred)
+        self.breakers = other.breakers or self.breakers
         self.errors.extend(other.errors[: max(0, 20 - len(self.errors))])
 
     def rows(self) -> list[tuple[str, str, int, int, int]]:
@@ -106,6 +115,13 @@ class DispatchResult:
         rows = [*self.rows(), ("**total**", "", self.sent, self.retried, self.failed)]
         return markdown_table(["type", "channel", "sent", "retried", "failed"], rows,
                               numeric=["sent", "retried", "failed"])
+
+    def breakers_markdown(self) -> str:
+        return markdown_table(
+            ["channel", "state", "why", "failures in a row", "handed back untried", "left pending", "retry at"],
+            [[b.channel, b.state, b.reason or "-", b.failures, b.deferred, b.left_pending, b.retry_at or "-"]
+             for b in self.breakers],
+            numeric=["failures in a row", "handed back untried", "left pending"])
 
 
 @dataclass
@@ -130,10 +146,15 @@ def due_clause(now: datetime) -> ColumnElement[bool]:
     return or_(and_(n.status == "pending", n.next_attempt_at <= now), n.status == "sending")
 
 
-def due_summary(conn: Connection, now: datetime | None = None) -> tuple[int, int | None, datetime | None]:
-    """(count, highest id, latest next_attempt_at) of the notifications a dispatch would take now."""
+def due_summary(conn: Connection, now: datetime | None = None, config: NotifierConfig | None = None,
+                ) -> tuple[int, int | None, datetime | None]:
+    """(count, highest id, latest next_attempt_at) of the notifications a dispatch would take now
+    (with `config`: leaving out the channels whose breaker is open and not yet due for a probe)."""
     now = now or utcnow()
     due = [due_clause(now), claimable(notifications)]
+    paused = channels_paused(conn, config) if config is not None else []
+    if paused:
+        due.append(channel_of(config).not_in(paused))
     count, max_id = conn.execute(select(func.count(), func.max(n.id)).where(*due)).one()
     # A due row whose next_attempt_at cannot be read still counts (dispatch isolates it).
     [latest] = look(conn, select(func.max(n.next_attempt_at)).where(*due), n.next_attempt_at)
@@ -142,15 +163,22 @@ def due_summary(conn: Connection, now: datetime | None = None) -> tuple[int, int
     return count, max_id, latest
 
 
-def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, limit: int | None = None) -> DispatchResult:
+def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, limit: int | None = None,
+                   breakers: Breakers | None = None) -> DispatchResult:
     """Claim, render, send and mark one batch (up to `limit`, default config.batch_size).
-    `claimant` names this run (unique per concurrent run, at most 64 characters)."""
+    `claimant` names this run (unique per concurrent run, at most 64 characters); `breakers`
+    are the run's circuit breakers (default: as earlier runs left them)."""
     started = time.monotonic()
     result = DispatchResult()
     with engine.begin() as conn:
-        ids = claim(conn, notifications, where=due_clause(utcnow()), order_by=[n.next_attempt_at, n.id],
+        breakers = breakers or Breakers.load(conn, config)
+        due = due_clause(utcnow())
+        if breakers.open_channels():  # this run has given up on them
+            due = and_(due, channel_of(config).not_in(breakers.open_channels()))
+        ids = claim(conn, notifications, where=due, order_by=[n.next_attempt_at, n.id],
                     limit=limit or config.batch_size, claimant=claimant, lease_seconds=config.lease_seconds)
         if not ids:
+            result.breakers = breakers.report()
             return result
         ready, broken = _prepare_isolated(conn, ids, config)
         if ready:
@@ -168,10 +196,14 @@ def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, lim
             result.record(row.type, channel, "failed", row.id, error)
         _write_marks(conn, marks, claimant)
     result.claimed, result.batches = len(ids), 1
-    _send(engine, config, claimant, ready, result)
+    _send(engine, config, claimant, ready, result, breakers)
+    if breakers.changed:
+        with engine.begin() as conn:
+            breakers.save(conn, claimant)
+    result.breakers = breakers.report()
     result.seconds = time.monotonic() - started
-    log.info("dispatched %d notifications: %d sent, %d retried, %d failed", result.claimed,
-             result.sent, result.retried, result.failed)
+    log.info("dispatched %d notifications: %d sent, %d retried, %d failed, %d handed back untried",
+             result.claimed, result.sent, result.retried, result.failed, sum(result.deferred.values()))
     return result
 
 
@@ -182,11 +214,13 @@ def dispatch_pending(
     """Dispatch batch after batch until nothing is due (or `max_batches` were done)."""
     started = time.monotonic()
     total = DispatchResult()
+    with engine.connect() as conn:
+        breakers = Breakers.load(conn, config)
     while max_batches is None or total.batches < max_batches:
-        result = dispatch_batch(engine, config, claimant=claimant, limit=limit)
+        result = dispatch_batch(engine, config, claimant=claimant, limit=limit, breakers=breakers)
+        total.merge(result)
         if not result.claimed:
             break
-        total.merge(result)
     total.seconds = time.monotonic() - started
     return total
 
@@ -236,7 +270,8 @@ def _prepare_isolated(conn: Connection, ids: list[int], config: NotifierConfig):
     return ready, broken
 
 
-def _send(engine: Engine, config: NotifierConfig, claimant: str, ready: list[_Ready], result: DispatchResult) -> None:
+def _send(engine: Engine, config: NotifierConfig, claimant: str, ready: list[_Ready], result: DispatchResult,
+          breakers: Breakers) -> None:
     marks: list[_Mark] = []
     ours: set[int] | None = None  # None: the whole batch, as claimed
     last_flush = time.monotonic()
@@ -248,6 +283,12 @@ def _send(engine: Engine, config: NotifierConfig, claimant: str, ready: list[_Re
             if ours is not None and item.row.id not in ours:
                 result.lost += 1
                 continue
+            breaker = breakers[item.channel]
+            if breaker.is_open:  # not tried: back to pending as it was, after the breaker's pause
+                breaker.defer()
+                result.deferred[item.channel] += 1
+                marks.append(_Mark(item.row.id, "deferred", item.row.attempts, None, breaker.retry_at, None))
+                continue
             try:
                 channels.send(item.channel, item.message)
                 error = None
@@ -257,6 +298,7 @@ def _send(engine: Engine, config: NotifierConfig, claimant: str, ready: list[_Re
                 if not is_data_error(exc):
                     raise
                 error = PermanentError(f"bad data in {STAGE}: {describe(exc)}")
+            breaker.record(error, utcnow(), config.breaker_pause_seconds)
             mark = _outcome(item.row, error, config, utcnow())
             outcome = "sent" if mark.new_status == "sent" else (
                 "retried" if mark.new_status == "pending" else "failed")
@@ -303,7 +345,15 @@ def _write_marks(conn: Connection, marks: list[_Mark], claimant: str) -> None:
             .values(status="sent", attempts=n.attempts + 1, sent_at=max(mark.sent for mark in sent),
                     claimed_by=None, claim_expires_at=None)
         )
-    others = [mark.__dict__ for mark in marks if mark.new_status != "sent"]
+    deferred = [{"nid": mark.nid, "next_at": mark.next_at} for mark in marks if mark.new_status == "deferred"]
+    if deferred:  # untried: attempts and last error stay as they were
+        conn.execute(
+            update(notifications)
+            .where(n.id == bindparam("nid"), n.claimed_by == claimant)
+            .values(status="pending", next_attempt_at=bindparam("next_at"), claimed_by=None, claim_expires_at=None),
+            deferred,
+        )
+    others = [mark.__dict__ for mark in marks if mark.new_status not in ("sent", "deferred")]
     if others:  # retried or failed: each with its own error and next attempt time
         conn.execute(
             update(notifications)

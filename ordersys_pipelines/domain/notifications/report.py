@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, func, select
 
 from ordersys_pipelines.db.schema import notifications, orders
 from ordersys_pipelines.domain.notifications.config import STATUSES
@@ -57,11 +57,11 @@ def validate_filters(notification_type: str | None, status: str | None) -> None:
         raise ReportError(f"unknown status {status!r}; valid: {', '.join(STATUSES)}")
 
 
-def notification_report(
-    conn: Connection, *, limit: int = 50, notification_type: str | None = None, status: str | None = None,
-    order_ref: str | None = None,
-) -> tuple[list[ReportRow], Summary]:
-    """The newest `limit` notifications matching the filters, and the summary of all that match."""
+def notification_filters(
+    conn: Connection, *, notification_type: str | None = None, status: str | None = None,
+    order_ref: str | None = None, since: datetime | None = None,
+) -> list[ColumnElement[bool]]:
+    """WHERE conditions on notifications for the operator's filters (`since`: created at or after)."""
     validate_filters(notification_type, status)
     filters = []
     if notification_type:
@@ -73,16 +73,31 @@ def notification_report(
         if order_id is None:
             raise ReportError(f"no order {order_ref!r}")
         filters.append(n.order_id == order_id)
-    rows = conn.execute(
+    if since is not None:
+        filters.append(n.created_at >= since)
+    return filters
+
+
+def report_rows(conn: Connection, filters: list, *, limit: int | None = None) -> list[ReportRow]:
+    """The notifications matching `filters`, newest first."""
+    query = (
         select(n.id, orders.c.order_ref, n.type, n.status, n.channel, orders.c.total_cents, n.attempts,
                n.last_error, n.sent_at, n.created_at)
         .select_from(notifications.outerjoin(orders, orders.c.id == n.order_id))
         .where(*filters)
         .order_by(n.id.desc())
-        .limit(limit)
     )
+    return [ReportRow(*row) for row in conn.execute(query if limit is None else query.limit(limit))]
+
+
+def notification_report(
+    conn: Connection, *, limit: int = 50, notification_type: str | None = None, status: str | None = None,
+    order_ref: str | None = None,
+) -> tuple[list[ReportRow], Summary]:
+    """The newest `limit` notifications matching the filters, and the summary of all that match."""
+    filters = notification_filters(conn, notification_type=notification_type, status=status, order_ref=order_ref)
     counts = conn.execute(select(n.status, func.count()).where(*filters).group_by(n.status))
-    return [ReportRow(*row) for row in rows], Summary(dict(counts.all()))
+    return report_rows(conn, filters, limit=limit), Summary(dict(counts.all()))
 
 
 def unfinished_count(conn: Connection) -> int:
