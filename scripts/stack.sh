@@ -37,8 +37,8 @@ up() {
   export ORDERSYS_INBOX="${ORDERSYS_INBOX:-$root/data/inbox}"
   mkdir -p "$ORDERSYS_INBOX"
   if [ -z "${ORDERSYS_REDIS_URL:-}" ]; then
-    # Unconfigured: the default Redis when it answers, else the embedded one.
-    ORDERSYS_REDIS_URL=$("$bin/python" -c 'from pathlib import Path; from ordersys_pipelines.resources.redis import resolve_redis_url as r; print(r(None, "redis://127.0.0.1:6379/0", Path(".ordersys/redis")))')
+    # Unconfigured: the embedded server (never a Redis nobody named; README, "Redis").
+    ORDERSYS_REDIS_URL=$("$bin/python" -c 'from pathlib import Path; from ordersys_pipelines.resources.redis import resolve_redis_url as r; print(r(None, Path(".ordersys/redis")))')
     export ORDERSYS_REDIS_URL
   fi
   "$bin/ordersys" db upgrade

@@ -23,6 +23,7 @@ from ordersys_pipelines.domain.imports.reader import read_header
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.imports import ImportsResource
 
+
 def _kind(path: Path) -> str:
     try:
         return detect_kind(read_header(path)[0])
