@@ -19,7 +19,7 @@ from rich.table import Table
 from sqlalchemy import exc
 
 from ordersys_pipelines.cli import instance_runs
-from ordersys_pipelines.cli.console import console
+from ordersys_pipelines.cli.console import console, plain_text
 from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.domain.backlog import STAGES, StageFigures, read_stage_figures
 from ordersys_pipelines.domain.failures import Failure, recent_failures
@@ -127,7 +127,7 @@ def print_report(report: StatusReport) -> None:
             _number(queued), _number(running), figures.note,
         )
     out.print(stages)
-    out.print(f"[dim]{report.instance}[/]")
+    out.print(plain_text(report.instance), style="dim")
 
     hours = (report.now - report.since).total_seconds() / 3600
     if report.failures:
@@ -138,7 +138,8 @@ def print_report(report: StatusReport) -> None:
         failures.add_column("file / example", overflow="fold")
         failures.add_column("cause", overflow="fold", ratio=2)
         for failure in report.failures:
-            failures.add_row(_when(failure.latest_at), failure.kind, f"{failure.count:,}", failure.subject, failure.cause)
+            failures.add_row(_when(failure.latest_at), failure.kind, f"{failure.count:,}", plain_text(failure.subject),
+                             plain_text(failure.cause))
         out.print(failures)
         if any(f.kind.startswith("run of") for f in report.failures):
             out.print("[dim]Re-execute a failed run: ordersys runs reexecute RUN_ID[/]")
@@ -151,7 +152,7 @@ def print_report(report: StatusReport) -> None:
                                 ("rejected", "right"), ("finished (UTC)", "left")):
             files.add_column(column, justify=justify, overflow="fold")
         for record in report.files:
-            files.add_row(record.name, record.status, _number(record.rows_read), _number(record.lines_imported),
+            files.add_row(plain_text(record.name), record.status, _number(record.rows_read), _number(record.lines_imported),
                           _number(record.rejected), _when(record.finished_at))
         out.print(files)
         out.print("[dim]A file's rejects: ordersys imports show FILE (name, content hash or id)[/]")
