@@ -19,11 +19,10 @@ write_instance() {
     DAGSTER_PG_URL="${DAGSTER_PG_URL/#postgresql:\/\//postgresql+psycopg2://}"
     DAGSTER_PG_URL="${DAGSTER_PG_URL/#postgres:\/\//postgresql+psycopg2://}"
     export DAGSTER_PG_URL
-    cp dagster.yaml "$home/dagster.yaml"
-  else
-    # The production file without its storage block: the instance keeps SQLite files in $home.
-    sed '/^storage:/,/^$/d' dagster.yaml > "$home/dagster.yaml"
   fi
+  # dagster.yaml as it is with DAGSTER_PG_URL, else without its storage block (SQLite in $home);
+  # the same code writes the instance of `ordersys demo`.
+  "$bin/python" -m ordersys_pipelines.cli.instance_home "$home" "$root/dagster.yaml"
 }
 
 up() {
