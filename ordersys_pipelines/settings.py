@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,6 +19,14 @@ DEFAULT_CELERY_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 
 def _default_database_url() -> str:
     return f"sqlite:///{Path.cwd() / '.ordersys' / 'ordersys.db'}"
+
+
+def default_kpi_start_date(today: date | None = None) -> str:
+    """The first day of the month a year back: the daily KPI partitions cover the last year
+    (about 370 days, not every day since some fixed year) and the start moves once a month, not
+    every day. Older orders are reported by the `no_orders_before_start` check."""
+    today = today or date.today()
+    return date(today.year - 1, today.month, 1).isoformat()
 
 
 class SettingsError(ValueError):
@@ -60,6 +68,14 @@ def _database_url(url: str) -> str:
     return url
 
 
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except Exception:
+        return False  # validate() names the bad zone
+    return True
+
+
 def _str(name: str, default: str) -> str:
     raw = os.environ.get(name)
     return default if raw is None or raw == "" else raw
@@ -87,7 +103,7 @@ class Settings:
     # How often the backlog sensors (workflow, settlement, refunds, notifications) look.
     sensor_interval_seconds: int = 30
     timezone: str = "UTC"
-    kpi_start_date: str = "2020-01-01"
+    kpi_start_date: str = field(default_factory=default_kpi_start_date)
     currency: str = "EUR"
     payment_timeout_seconds: int = 900
     claim_lease_seconds: int = 300
@@ -142,6 +158,8 @@ class Settings:
         env = os.environ.get
         seed = env("ORDERSYS_GATEWAY_SEED")
         templates = env("ORDERSYS_NOTIFY_TEMPLATES")
+        timezone = _str("ORDERSYS_TIMEZONE", "UTC")
+        local_today = datetime.now(ZoneInfo(timezone)).date() if _known_zone(timezone) else None
         settings = cls(
             database_url=_database_url(_str("ORDERSYS_DATABASE_URL", _default_database_url())),
             redis_url=env("ORDERSYS_REDIS_URL") or None,
@@ -152,8 +170,8 @@ class Settings:
             batch_size=_int("ORDERSYS_BATCH_SIZE", 10_000, minimum=1),
             parallel_runs=_int("ORDERSYS_PARALLEL_RUNS", 4, minimum=1),
             sensor_interval_seconds=_int("ORDERSYS_SENSOR_INTERVAL", 30, minimum=1),
-            timezone=_str("ORDERSYS_TIMEZONE", "UTC"),
-            kpi_start_date=_str("ORDERSYS_KPI_START_DATE", "2020-01-01"),
+            timezone=timezone,
+            kpi_start_date=_str("ORDERSYS_KPI_START_DATE", default_kpi_start_date(local_today)),
             currency=_str("ORDERSYS_CURRENCY", "EUR"),
             payment_timeout_seconds=_int("ORDERSYS_PAYMENT_TIMEOUT", 900, minimum=1),
             claim_lease_seconds=_int("ORDERSYS_CLAIM_LEASE_SECONDS", 300, minimum=1),

@@ -19,11 +19,10 @@ write_instance() {
     DAGSTER_PG_URL="${DAGSTER_PG_URL/#postgresql:\/\//postgresql+psycopg2://}"
     DAGSTER_PG_URL="${DAGSTER_PG_URL/#postgres:\/\//postgresql+psycopg2://}"
     export DAGSTER_PG_URL
-    cp dagster.yaml "$home/dagster.yaml"
-  else
-    # The production file without its storage block: the instance keeps SQLite files in $home.
-    sed '/^storage:/,/^$/d' dagster.yaml > "$home/dagster.yaml"
   fi
+  # dagster.yaml as it is with DAGSTER_PG_URL, else without its storage block (SQLite in $home);
+  # the same code writes the instance of `ordersys demo`.
+  "$bin/python" -m ordersys_pipelines.cli.instance_home "$home" "$root/dagster.yaml"
 }
 
 up() {
@@ -37,8 +36,8 @@ up() {
   export ORDERSYS_INBOX="${ORDERSYS_INBOX:-$root/data/inbox}"
   mkdir -p "$ORDERSYS_INBOX"
   if [ -z "${ORDERSYS_REDIS_URL:-}" ]; then
-    # Unconfigured: the default Redis when it answers, else the embedded one.
-    ORDERSYS_REDIS_URL=$("$bin/python" -c 'from pathlib import Path; from ordersys_pipelines.resources.redis import resolve_redis_url as r; print(r(None, "redis://127.0.0.1:6379/0", Path(".ordersys/redis")))')
+    # Unconfigured: the embedded server (never a Redis nobody named; README, "Redis").
+    ORDERSYS_REDIS_URL=$("$bin/python" -c 'from pathlib import Path; from ordersys_pipelines.resources.redis import resolve_redis_url as r; print(r(None, Path(".ordersys/redis")))')
     export ORDERSYS_REDIS_URL
   fi
   "$bin/ordersys" db upgrade

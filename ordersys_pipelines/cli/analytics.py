@@ -92,7 +92,9 @@ def leaderboard(top: int) -> None:
     )
 
 
-def _run(settings: Settings, first: date | None, last: date | None) -> None:
+def refresh_days(settings: Settings, first: date | None, last: date | None) -> None:
+    """One in-process run of the refresh job over `first`..`last` (None: the leaderboard only),
+    recorded in the instance; prints what it wrote, raises ClickException when it failed."""
     from ordersys_pipelines.assets.analytics import build_analytics, materialize_days
 
     started = time.perf_counter()
@@ -144,7 +146,7 @@ def backfill(first: str, last: str) -> None:
         raise click.ClickException(f"--from {first_day} is before the first KPI day {start} (ORDERSYS_KPI_START_DATE)")
     if last_day > today:
         raise click.ClickException(f"--to {last_day} is after today ({today}, {settings.timezone})")
-    _run(settings, first_day, last_day)
+    refresh_days(settings, first_day, last_day)
 
 
 @kpi.command()
@@ -158,13 +160,13 @@ def refresh() -> None:
     with get_engine(settings.database_url).connect() as conn:
         span = activity_span(conn)
     if span is None:
-        _run(settings, None, None)
+        refresh_days(settings, None, None)
         return
     start = date.fromisoformat(settings.kpi_start_date)
     today = datetime.now(settings.tz).date()
     first = max(local_day(span[0], settings.tz), start)
     last = min(local_day(span[1], settings.tz), today)
     if first > last:
-        _run(settings, None, None)
+        refresh_days(settings, None, None)
         return
-    _run(settings, first, last)
+    refresh_days(settings, first, last)

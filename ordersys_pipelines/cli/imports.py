@@ -9,11 +9,13 @@ import click
 import dagster as dg
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ordersys_pipelines.assets.imports import chunk_listener, file_tags, order_files, orders_csv
 from ordersys_pipelines.cli import runtime
-from ordersys_pipelines.cli.console import console
+from ordersys_pipelines.cli.console import console, plain_text
 from ordersys_pipelines.db.engine import get_engine
+from ordersys_pipelines.domain.imports import report
 from ordersys_pipelines.domain.imports.catalog import CatalogResult, load_catalog
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 from ordersys_pipelines.domain.imports.files import content_hash, partition_key
@@ -218,3 +220,55 @@ def catalog_generate(out: Path, products: int, stock: int) -> None:
     """Write the catalog that generated order files use."""
     write_catalog(out, products=products, stock=stock)
     console().print(f"wrote {products:,} products with stock {stock:,} each to {out}")
+
+
+@click.group()
+def imports() -> None:
+    """Imported files: what the database recorded about them."""
+
+
+@imports.command("show")
+@click.argument("file")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="Rejects shown.")
+@click.option("--after-line", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Show the rejects after this line (the next page).")
+@click.option("--width", default=500, show_default=True, type=click.IntRange(min=20),
+              help="Characters of a rejected row's text shown (longer ones are cut).")
+def imports_show(file: str, limit: int, after_line: int, width: int) -> None:
+    """A file's status, counts, error and rejects; FILE is its name, content hash (or the start
+    of it) or id."""
+    settings = runtime.load_settings(upgrade_schema=False)
+    with get_engine(settings.database_url).connect() as conn:
+        try:
+            record = report.find_file(conn, file)
+        except report.FileNotFound as missing:
+            raise click.ClickException(str(missing)) from None
+        rejects = report.file_rejects(conn, record.id, limit=limit + 1, after_line=after_line)
+    out = console()
+    summary = Table(title=Text(f"{record.name} (file id {record.id})"), show_header=False, title_justify="left")
+    summary.add_column("", style="bold")
+    summary.add_column("", overflow="fold")
+    for label, value in (
+        ("status", record.status), ("kind", record.kind), ("content hash", record.content_hash),
+        ("partition", record.partition_key or "-"), ("rows read", f"{record.rows_read:,}"),
+        ("lines imported", f"{record.lines_imported:,}"), ("orders", f"{record.orders:,}"),
+        ("rejected rows", f"{record.rejected:,}"), ("error", record.error or "-"), ("run", record.run_id or "-"),
+        ("started (UTC)", f"{record.started_at:%Y-%m-%d %H:%M:%S}" if record.started_at else "-"),
+        ("finished (UTC)", f"{record.finished_at:%Y-%m-%d %H:%M:%S}" if record.finished_at else "-"),
+    ):
+        summary.add_row(label, plain_text(value))
+    out.print(summary)
+    if not rejects:
+        out.print("No rejected rows." if after_line == 0 else f"No rejected rows after line {after_line}.")
+        return
+    page = Table(title=f"Rejected rows after line {after_line:,}" if after_line else "Rejected rows",
+                 title_justify="left")
+    page.add_column("line", justify="right", no_wrap=True)
+    page.add_column("reason", overflow="fold", ratio=1)
+    page.add_column("row", overflow="fold", ratio=1)
+    for reject in rejects[:limit]:
+        page.add_row(str(reject.line_number), plain_text(reject.reason), plain_text(reject.raw_text, width))
+    out.print(page)
+    if len(rejects) > limit:
+        last = rejects[limit - 1].line_number
+        out.print(f"more: ordersys imports show {record.id} --after-line {last} --limit {limit}")

@@ -1,4 +1,5 @@
-"""`ordersys process`: run every stage that has pending work, in-process, until nothing is left.
+"""`ordersys process`: run every stage that has pending work, in-process, until nothing is left,
+then refresh the KPI days and the leaderboard that work touched.
 
 The sensors are the production path; this is the same jobs run one after another in this
 process (each run recorded in the instance, so the UI shows them), for the demo and the tests.
@@ -10,16 +11,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 import click
 import dagster as dg
 from sqlalchemy import func, select
 
+from ordersys_pipelines.assets.analytics import WATCHED_JOBS
 from ordersys_pipelines.cli import runtime
+from ordersys_pipelines.cli.analytics import refresh_days
 from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import orders
 from ordersys_pipelines.domain import claims
+from ordersys_pipelines.domain.analytics.freshness import touched_days
 from ordersys_pipelines.domain.notifications.dispatch import due_summary
 from ordersys_pipelines.domain.orders import reservation
 from ordersys_pipelines.domain.orders.states import CREATED, RESERVED
@@ -107,6 +111,32 @@ def _summary(result: dg.ExecuteInProcessResult) -> str:
     return ", ".join(part for part in parts if part) or "done"
 
 
+def touched_spans(settings: Settings, finished: list[tuple[str, str]]) -> list[tuple[date, date]]:
+    """The KPI days the finished runs changed (as the `analytics_after_work` sensor finds them
+    for one run), as at most two spans clamped to the partitions that exist: the span of the
+    orders' and refunds' days, and today's (notifications count on the day they were sent)
+    unless it lies within 31 days of the first. Empty: no day changed."""
+    tz = settings.tz
+    today = datetime.now(tz).date()
+    work_days: list[date] = []
+    notified = False
+    with get_engine(settings.database_url).connect() as conn:
+        for job_name, run_id in finished:
+            if job_name in WATCHED_JOBS:
+                touched = touched_days(conn, run_id, tz)
+                work_days += [touched.first, touched.last] if touched else []
+            notified = notified or job_name == notification_dispatch.name
+    spans = [(min(work_days), max(work_days))] if work_days else []
+    if notified:
+        if spans and (today - spans[0][1]).days <= 31:
+            spans[0] = (spans[0][0], max(spans[0][1], today))
+        else:
+            spans.append((today, today))
+    start = date.fromisoformat(settings.kpi_start_date)
+    clamped = [(max(first, start), min(last, today)) for first, last in spans]
+    return [(first, last) for first, last in clamped if first <= last]
+
+
 def run_stage(stage: Stage, settings: Settings, instance: dg.DagsterInstance, resources: dict) -> dg.ExecuteInProcessResult:
     run_config = dict(stage.run_config(settings)) if stage.run_config else {}
     # Progress lines are this command's output; the runs' event logs stay in the instance (UI).
@@ -124,11 +154,13 @@ def run_stage(stage: Stage, settings: Settings, instance: dg.DagsterInstance, re
 @click.option("--max-wait", default=120.0, show_default=True, type=float,
               help="Wait at most this many seconds for work that is due later (delayed callbacks); beyond it, stop.")
 @click.option("--quiet", is_flag=True, help="Only the final summary.")
-def process(max_wait: float, quiet: bool) -> None:
+@click.option("--no-analytics", is_flag=True, help="Leave the KPI days and the leaderboard as they are.")
+def process(max_wait: float, quiet: bool, no_analytics: bool = False) -> None:
     """Run every pending stage in-process until nothing is left (the sensors' work, now)."""
-    settings = runtime.load_settings()
+    settings = runtime.load_settings(need_redis=not no_analytics)
     instance, resources = runtime.instance(), runtime.resources(settings)
     started, runs, round_no = time.perf_counter(), 0, 0
+    finished: list[tuple[str, str]] = []  # (job name, run id) of the successful runs
     while True:
         round_no += 1
         ran = False
@@ -140,6 +172,7 @@ def process(max_wait: float, quiet: bool) -> None:
             runs, ran = runs + 1, True
             if not result.success:
                 raise click.ClickException(f"{stage.name} run {result.run_id} failed; see the run's logs")
+            finished.append((stage.job.name, result.run_id))
             if not quiet:
                 click.echo(f"[{round_no:>3}] {stage.name:<12} run {result.run_id[:8]}  {_summary(result)}"
                            f"  ({time.perf_counter() - t0:.2f} s)")
@@ -156,6 +189,13 @@ def process(max_wait: float, quiet: bool) -> None:
         if not quiet:
             click.echo(f"waiting {max(wait, 0):.1f} s for work due later (delayed payment callbacks)")
         time.sleep(min(max(wait, 0.05), max_wait) + 0.05)
+    if finished and not no_analytics:
+        spans = touched_spans(settings, finished) or [(None, None)]
+        if not quiet:
+            days = ", ".join(f"{first} .. {last}" for first, last in spans if first) or "none"
+            click.echo(f"analytics: KPI days {days} and the leaderboard")
+        for first, last in spans:
+            refresh_days(settings, first, last)
     with get_engine(settings.database_url).connect() as conn:
         counts = dict(conn.execute(select(orders.c.status, func.count()).group_by(orders.c.status)).all())
     states = ", ".join(f"{status} {count:,}" for status, count in sorted(counts.items())) or "no orders"

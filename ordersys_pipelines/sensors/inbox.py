@@ -18,21 +18,10 @@ from ordersys_pipelines.assets.catalog import inventory_load
 from ordersys_pipelines.assets.imports import file_tags, order_files, orders_import_job
 from ordersys_pipelines.db.schema import import_files
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError, detect_kind
-from ordersys_pipelines.domain.imports.files import content_hash, partition_key
+from ordersys_pipelines.domain.imports.files import content_hash, inbox_files, partition_key
 from ordersys_pipelines.domain.imports.reader import read_header
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.imports import ImportsResource
-
-IGNORED_SUFFIXES = (".part", ".reason", ".tmp", ".swp")
-
-
-def inbox_files(inbox: Path) -> list[Path]:
-    if not inbox.is_dir():
-        return []
-    return sorted(
-        p for p in inbox.iterdir()
-        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(IGNORED_SUFFIXES)
-    )
 
 
 def _kind(path: Path) -> str:

@@ -23,7 +23,7 @@ from ordersys_pipelines.sensors.backlog import IN_FLIGHT
 
 pytestmark = pytest.mark.xdist_group("stack")
 
-FIRST_DAY = date(2025, 3, 10)  # after ORDERSYS_KPI_START_DATE (2020-01-01)
+FIRST_DAY = date(2025, 3, 10)  # after ORDERSYS_KPI_START_DATE (2025-01-01, tests/e2e/conftest.py)
 DAYS = 3
 LINES = 300
 TIMEOUT_S = 240

@@ -10,6 +10,18 @@ from pathlib import Path
 PROCESSED = "processed"
 FAILED = "failed"
 HASH_PREFIX = 12
+# Files the inbox leaves alone: being written, notes beside failed files, editors' swap files.
+IGNORED_SUFFIXES = (".part", ".reason", ".tmp", ".swp")
+
+
+def inbox_files(inbox: Path) -> list[Path]:
+    """The files waiting in the inbox (not its folders, hidden or ignored files)."""
+    if not inbox.is_dir():
+        return []
+    return sorted(
+        p for p in inbox.iterdir()
+        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(IGNORED_SUFFIXES)
+    )
 
 
 def content_hash(path: Path, block_size: int = 1 << 20) -> str:
