@@ -22,7 +22,8 @@ second went, per run:
 
 `--variant NAME=VALUE[,NAME=VALUE]` runs the same flow again on a fresh stack with those
 environment variables (e.g. `--variant ORDERSYS_SENSOR_INTERVAL=5`), printed next to the
-baseline (today's settings) in the same table. `--pg` puts the Dagster instance (DAGSTER_PG_URL)
+baseline (today's settings) in the same table. `--variant levers` runs the prototype of the levers (bench/latency_defs.py: in-process executor,
+every sensor every 5 s; the run queue dequeuing every second). `--pg` puts the Dagster instance (DAGSTER_PG_URL)
 and the ordersys database in PostgreSQL databases of their own, dropped at the end. Every flow is
 bounded by `--timeout`; the stack is always stopped.
 
@@ -260,6 +261,8 @@ def run_flow(label: str, rows: int, pg: bool, overrides: dict[str, str], timeout
         if databases:
             env["DAGSTER_PG_URL"] = databases.create("dagster")
         env.update(overrides)
+        if env.pop(LEVERS, None):
+            env.update(levers_env(base))
         engine = get_engine(env["ORDERSYS_DATABASE_URL"])
         stack = [str(ROOT / "scripts/stack.sh")]
         try:
@@ -332,7 +335,27 @@ def print_milestones(flows: list[Flow]) -> None:
     print(f"  {'runs':<26} " + "".join(f"{len(f.runs):>26}" for f in flows))
 
 
+LEVERS = "levers"
+
+
+def levers_env(base: Path) -> dict[str, str]:
+    """The prototype of every lever at once: bench/latency_defs.py (in-process executor, all
+    sensors every 5 s) and a run queue that looks every second."""
+    workspace = base / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_file:\n"
+        f"      relative_path: {ROOT / 'bench' / 'latency_defs.py'}\n"
+        f"      working_directory: {ROOT}\n"
+        "      attribute: defs\n      location_name: ordersys\n")
+    instance = base / "dagster.yaml"
+    instance.write_text((ROOT / "dagster.yaml").read_text() + "\nrun_queue:\n  dequeue_interval_seconds: 1\n")
+    return {"ORDERSYS_WORKSPACE": str(workspace), "ORDERSYS_INSTANCE_FILE": str(instance),
+            "ORDERSYS_SENSOR_INTERVAL": "5"}
+
+
 def parse_variant(text_: str) -> dict[str, str]:
+    if text_ == LEVERS:
+        return {LEVERS: "1"}
     pairs = dict(item.split("=", 1) for item in text_.split(",") if item)
     if not pairs or any(not k.strip() for k in pairs):
         raise argparse.ArgumentTypeError(f"{text_!r}: expected NAME=VALUE[,NAME=VALUE]")

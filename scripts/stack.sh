@@ -12,6 +12,9 @@ bin="$root/${VENV:-.venv}/bin"
 home=$(mkdir -p "${DAGSTER_HOME:-.dagster_home}" && cd "${DAGSTER_HOME:-.dagster_home}" && pwd)
 pidfile="$home/dagster-dev.pid"
 port=${PORT:-3000}
+# Benchmarks point these at a prototype code location or instance file; `make up` leaves them.
+workspace=${ORDERSYS_WORKSPACE:-$root/workspace.yaml}
+instance_file=${ORDERSYS_INSTANCE_FILE:-dagster.yaml}
 
 write_instance() {
   if [ -n "${DAGSTER_PG_URL:-}" ]; then
@@ -19,10 +22,10 @@ write_instance() {
     DAGSTER_PG_URL="${DAGSTER_PG_URL/#postgresql:\/\//postgresql+psycopg2://}"
     DAGSTER_PG_URL="${DAGSTER_PG_URL/#postgres:\/\//postgresql+psycopg2://}"
     export DAGSTER_PG_URL
-    cp dagster.yaml "$home/dagster.yaml"
+    cp "$instance_file" "$home/dagster.yaml"
   else
     # The production file without its storage block: the instance keeps SQLite files in $home.
-    sed '/^storage:/,/^$/d' dagster.yaml > "$home/dagster.yaml"
+    sed '/^storage:/,/^$/d' "$instance_file" > "$home/dagster.yaml"
   fi
 }
 
@@ -50,7 +53,7 @@ up() {
   # The redirections apply to the whole background subshell: no process left behind may hold
   # this script's stdout/stderr, or a caller reading them (CI, a test) waits for ever.
   (cd "$home" && exec setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$pidfile" \
-      "$bin/dagster" dev -w "$root/workspace.yaml" -h 127.0.0.1 -p "$port") \
+      "$bin/dagster" dev -w "$workspace" -h 127.0.0.1 -p "$port") \
       > "$home/dagster-dev.log" 2>&1 < /dev/null &
   sleep 0.5
   for _ in $(seq 1 120); do
