@@ -17,7 +17,8 @@ second went, per run:
     sensor wait  trigger (the drop, or the end of the previous run) → run created
     launch       run created → RUN_START (queue, run process start, code load)
     step start   RUN_START → first STEP_START
-    work         first STEP_START → last step end (sum of the step durations in brackets)
+    steps        the steps' own durations (STEP_START → STEP_SUCCESS), summed
+    between      the rest of first STEP_START → last step end (starting the next step)
     tail         last step end → RUN_SUCCESS / RUN_FAILURE
 
 `--variant NAME=VALUE[,NAME=VALUE]` runs the same flow again on a fresh stack with those
@@ -229,6 +230,11 @@ def breakdown(run: RunTimes, trigger: float) -> dict[str, float | None]:
         "launch": span(run.created, run.started),
         "step start": span(run.started, run.first_step),
         "work": span(run.first_step, run.last_step_end),
+        # The steps' own durations, and the rest of the work span: starting the next step
+        # (a process of its own under the multiprocess executor).
+        "steps": sum(run.step_seconds.values()) if run.step_seconds else None,
+        "between": None if run.first_step is None or run.last_step_end is None
+        else max(0.0, run.last_step_end - run.first_step - sum(run.step_seconds.values())),
         "tail": span(run.last_step_end, run.ended),
         "total": span(run.created, run.ended),
     }
@@ -309,13 +315,12 @@ def fmt(value: float | None) -> str:
 def print_flow(flow: Flow) -> None:
     print(f"\n== {flow.label}: {flow.rows:,} lines, {flow.orders:,} orders"
           + (f"  [{flow.error}]" if flow.error else ""))
-    print("run                     created  sensor wait  launch  step start    work (steps)   tail   total  events")
+    print("run                     created  sensor wait  launch  step start   steps  between   tail   total  events")
     totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for run in flow.runs:
         parts = breakdown(run, trigger_of(run, flow.runs, flow.drop))
-        steps = sum(run.step_seconds.values())
         print(f"{run.job[:22]:<22} {run.created - flow.drop:8.1f} {fmt(parts['sensor wait']):>12} {fmt(parts['launch']):>7} "
-              f"{fmt(parts['step start']):>11} {fmt(parts['work']):>7} ({steps:5.1f}) {fmt(parts['tail']):>6} "
+              f"{fmt(parts['step start']):>11} {fmt(parts['steps']):>7} {fmt(parts['between']):>8} {fmt(parts['tail']):>6} "
               f"{fmt(parts['total']):>7} {run.events:7d}  {run.status}")
         for name, value in parts.items():
             if value is not None:
@@ -323,9 +328,10 @@ def print_flow(flow: Flow) -> None:
         totals[run.job]["runs"] += 1
     print("per job (sums over its runs):")
     for job, parts in totals.items():
-        overhead = parts["total"] - parts["work"]
-        print(f"  {job:<22} {int(parts['runs'])} run(s): launch {parts['launch']:.1f}s, step start {parts['step start']:.1f}s, "
-              f"work {parts['work']:.1f}s, tail {parts['tail']:.1f}s; overhead beyond work {overhead / parts['runs']:.1f}s per run")
+        overhead = parts["total"] - parts["steps"]
+        print(f"  {job:<22} {int(parts['runs'])} run(s): sensor wait {parts['sensor wait']:.1f}s, launch {parts['launch']:.1f}s, "
+              f"step start {parts['step start']:.1f}s, steps {parts['steps']:.1f}s, between steps {parts['between']:.1f}s, "
+              f"tail {parts['tail']:.1f}s; overhead beyond the steps {overhead / parts['runs']:.1f}s per run")
 
 
 def print_milestones(flows: list[Flow]) -> None:
