@@ -14,8 +14,9 @@ benchmark watches the database, Redis and the Dagster instance until:
 Then it reads every run of the instance (run records and event log) and prints where each
 second went, per run:
 
-    sensor wait  trigger (the drop, or the end of the previous run) → run created
-    launch       run created → RUN_START (queue, run process start, code load)
+    sensor wait  trigger (the drop, or the latest step or run end before) → run created
+    queue        run created → RUN_DEQUEUED (run queue: its loop, the stage's tag limit)
+    launch       RUN_DEQUEUED → RUN_START (the run's process starts and loads the code)
     step start   RUN_START → first STEP_START
     steps        the steps' own durations (STEP_START → STEP_SUCCESS), summed
     between      the rest of first STEP_START → last step end (starting the next step)
@@ -75,6 +76,7 @@ class RunTimes:
     created: float
     started: float | None
     ended: float | None
+    dequeued: float | None = None
     first_step: float | None = None
     last_step_end: float | None = None
     step_seconds: dict[str, float] = field(default_factory=dict)
@@ -209,7 +211,9 @@ def read_runs(home: Path) -> list[RunTimes]:
                 event = entry.dagster_event
                 if event is None:
                     continue
-                if event.event_type == dg.DagsterEventType.STEP_START:
+                if event.event_type == dg.DagsterEventType.RUN_DEQUEUED:
+                    times.dequeued = entry.timestamp
+                elif event.event_type == dg.DagsterEventType.STEP_START:
                     starts[event.step_key] = entry.timestamp
                     times.first_step = min(times.first_step or entry.timestamp, entry.timestamp)
                 elif event.event_type in STEP_END and event.step_key in starts:
@@ -227,7 +231,8 @@ def breakdown(run: RunTimes, trigger: float) -> dict[str, float | None]:
 
     return {
         "sensor wait": span(trigger, run.created),
-        "launch": span(run.created, run.started),
+        "queue": span(run.created, run.dequeued),
+        "launch": span(run.dequeued, run.started),
         "step start": span(run.started, run.first_step),
         "work": span(run.first_step, run.last_step_end),
         # The steps' own durations, and the rest of the work span: starting the next step
@@ -241,9 +246,9 @@ def breakdown(run: RunTimes, trigger: float) -> dict[str, float | None]:
 
 
 def trigger_of(run: RunTimes, runs: list[RunTimes], drop: float) -> float:
-    """What the run waited for: the end of the latest run that ended before it was created,
-    or the drop."""
-    ends = [r.ended for r in runs if r.ended is not None and r.ended <= run.created]
+    """What the run waited for: the latest end of a step (its commit made the work the run is
+    for) or of a run (run-status sensors) before it was created, or the drop."""
+    ends = [t for r in runs if r is not run for t in (r.ended, r.last_step_end) if t is not None and t <= run.created]
     return max([drop, *ends])
 
 
@@ -315,11 +320,11 @@ def fmt(value: float | None) -> str:
 def print_flow(flow: Flow) -> None:
     print(f"\n== {flow.label}: {flow.rows:,} lines, {flow.orders:,} orders"
           + (f"  [{flow.error}]" if flow.error else ""))
-    print("run                     created  sensor wait  launch  step start   steps  between   tail   total  events")
+    print("run                     created  sensor wait  queue  launch  step start   steps  between   tail   total  events")
     totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for run in flow.runs:
         parts = breakdown(run, trigger_of(run, flow.runs, flow.drop))
-        print(f"{run.job[:22]:<22} {run.created - flow.drop:8.1f} {fmt(parts['sensor wait']):>12} {fmt(parts['launch']):>7} "
+        print(f"{run.job[:22]:<22} {run.created - flow.drop:8.1f} {fmt(parts['sensor wait']):>12} {fmt(parts['queue']):>6} {fmt(parts['launch']):>7} "
               f"{fmt(parts['step start']):>11} {fmt(parts['steps']):>7} {fmt(parts['between']):>8} {fmt(parts['tail']):>6} "
               f"{fmt(parts['total']):>7} {run.events:7d}  {run.status}")
         for name, value in parts.items():
@@ -329,7 +334,8 @@ def print_flow(flow: Flow) -> None:
     print("per job (sums over its runs):")
     for job, parts in totals.items():
         overhead = parts["total"] - parts["steps"]
-        print(f"  {job:<22} {int(parts['runs'])} run(s): sensor wait {parts['sensor wait']:.1f}s, launch {parts['launch']:.1f}s, "
+        print(f"  {job:<22} {int(parts['runs'])} run(s): sensor wait {parts['sensor wait']:.1f}s, queue {parts['queue']:.1f}s, "
+              f"launch {parts['launch']:.1f}s, "
               f"step start {parts['step start']:.1f}s, steps {parts['steps']:.1f}s, between steps {parts['between']:.1f}s, "
               f"tail {parts['tail']:.1f}s; overhead beyond the steps {overhead / parts['runs']:.1f}s per run")
 
