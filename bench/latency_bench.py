@@ -15,8 +15,8 @@ Then it reads every run of the instance (run records and event log) and prints w
 second went, per run:
 
     sensor wait  trigger (the drop, or the latest step or run end before) → run created
-    queue        run created → RUN_DEQUEUED (run queue: its loop, the stage's tag limit)
-    launch       RUN_DEQUEUED → RUN_START (the run's process starts and loads the code)
+    queue        run created → RUN_STARTING (run queue: its loop, the stage's tag limit)
+    launch       RUN_STARTING → RUN_START (the run's process starts and loads the code)
     step start   RUN_START → first STEP_START
     steps        the steps' own durations (STEP_START → STEP_SUCCESS), summed
     between      the rest of first STEP_START → last step end (starting the next step)
@@ -194,6 +194,9 @@ def _epoch(value: datetime) -> float:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
+# The run queue takes a run off the queue and hands it to the launcher: RUN_STARTING (OSS has
+# no RUN_DEQUEUED event of its own).
+DEQUEUED = {dg.DagsterEventType.RUN_DEQUEUED, dg.DagsterEventType.RUN_STARTING}
 STEP_END = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
 
 
@@ -211,7 +214,7 @@ def read_runs(home: Path) -> list[RunTimes]:
                 event = entry.dagster_event
                 if event is None:
                     continue
-                if event.event_type == dg.DagsterEventType.RUN_DEQUEUED:
+                if event.event_type in DEQUEUED and times.dequeued is None:
                     times.dequeued = entry.timestamp
                 elif event.event_type == dg.DagsterEventType.STEP_START:
                     starts[event.step_key] = entry.timestamp
