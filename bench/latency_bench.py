@@ -392,7 +392,7 @@ def main() -> int:
     print(f"instance: {'PostgreSQL' if args.pg else 'SQLite'}; load average {load[0]:.1f} / {load[1]:.1f} / "
           f"{load[2]:.1f} on {os.cpu_count()} CPUs (other work on the machine slows every figure)")
     plans = ([] if args.no_baseline else [("baseline", {})]) + [
-        (",".join(f"{k}={v}" for k, v in v.items()), v) for v in args.variant]
+        (LEVERS if LEVERS in v else ",".join(f"{k}={v}" for k, v in v.items()), v) for v in args.variant]
     flows = []
     for label, overrides in plans:
         flow = run_flow(label, args.rows, args.pg, overrides, args.timeout, args.seed)
