@@ -36,12 +36,11 @@ from collections import Counter
 from datetime import date
 from pathlib import Path
 
-import dagster as dg
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from analytics_bench import generate  # noqa: E402 - the same generated year as the analytics bench
-from latency_bench import BIN, ROOT, PgDatabases  # noqa: E402
+from latency_bench import BIN, ROOT, PgDatabases, instance_at  # noqa: E402
 
 from ordersys_pipelines.db import migrate  # noqa: E402
 from ordersys_pipelines.db.engine import get_engine  # noqa: E402
@@ -92,23 +91,11 @@ def backfill(env: dict, first: date, last: date) -> tuple[float, float, str]:
 
 
 def events_by_type(home: Path, env: dict, run_id: str) -> Counter:
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        instance = dg.DagsterInstance.from_config(str(home))
-        try:
-            return Counter(
-                (e.dagster_event.event_type_value if e.dagster_event else "log message")
-                for e in instance.all_logs(run_id)
-            )
-        finally:
-            instance.dispose()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with instance_at(home, env) as instance:
+        return Counter(
+            (e.dagster_event.event_type_value if e.dagster_event else "log message")
+            for e in instance.all_logs(run_id)
+        )
 
 
 def main() -> int:

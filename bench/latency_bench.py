@@ -43,6 +43,8 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -200,9 +202,26 @@ DEQUEUED = {dg.DagsterEventType.RUN_DEQUEUED, dg.DagsterEventType.RUN_STARTING}
 STEP_END = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
 
 
-def read_runs(home: Path) -> list[RunTimes]:
+@contextmanager
+def instance_at(home: Path, env: dict[str, str]) -> Iterator[dg.DagsterInstance]:
+    """The instance in `home`; its dagster.yaml may read DAGSTER_PG_URL, so the variables of
+    `env` are set while it is open."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     instance = dg.DagsterInstance.from_config(str(home))
     try:
+        yield instance
+    finally:
+        instance.dispose()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def read_runs(home: Path, env: dict[str, str]) -> list[RunTimes]:
+    with instance_at(home, env) as instance:
         found = []
         for record in instance.get_run_records():
             run = record.dagster_run
@@ -224,8 +243,6 @@ def read_runs(home: Path) -> list[RunTimes]:
                     times.last_step_end = max(times.last_step_end or 0.0, entry.timestamp)
             found.append(times)
         return sorted(found, key=lambda r: r.created)
-    finally:
-        instance.dispose()
 
 
 def breakdown(run: RunTimes, trigger: float) -> dict[str, float | None]:
@@ -272,8 +289,12 @@ def run_flow(label: str, rows: int, pg: bool, overrides: dict[str, str], timeout
             "ORDERSYS_INBOX": str(base / "inbox"),
             "ORDERSYS_GATEWAY_SEED": "11",
         })
+        instance_env = {}
         if databases:
-            env["DAGSTER_PG_URL"] = databases.create("dagster")
+            # dagster-postgres is written for psycopg2 (stack.sh adds the driver the same way).
+            instance_env["DAGSTER_PG_URL"] = databases.create("dagster").replace(
+                "postgresql://", "postgresql+psycopg2://", 1)
+            env.update(instance_env)
         env.update(overrides)
         if env.pop(LEVERS, None):
             env.update(levers_env(base))
@@ -303,7 +324,7 @@ def run_flow(label: str, rows: int, pg: bool, overrides: dict[str, str], timeout
         finally:
             subprocess.run([*stack, "down"], env=env, capture_output=True, timeout=120)
             try:
-                flow.runs = read_runs(base / "dagster_home")
+                flow.runs = read_runs(base / "dagster_home", instance_env)
             except Exception as exc:  # noqa: BLE001 - the figures already measured still print
                 flow.error = (flow.error or "") + f"; run records unreadable: {exc}"
             engine.dispose()
