@@ -385,7 +385,7 @@ def levers_env(base: Path) -> dict[str, str]:
         "      attribute: defs\n      location_name: ordersys\n")
     instance = base / "dagster.yaml"
     instance.write_text((ROOT / "dagster.yaml").read_text() + "\nrun_queue:\n  dequeue_interval_seconds: 1\n")
-    return {"ORDERSYS_WORKSPACE": str(workspace), "ORDERSYS_INSTANCE_FILE": str(instance),
+    return {"STACK_WORKSPACE": str(workspace), "STACK_INSTANCE_FILE": str(instance),
             "ORDERSYS_SENSOR_INTERVAL": "5"}
 
 

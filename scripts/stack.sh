@@ -13,8 +13,8 @@ home=$(mkdir -p "${DAGSTER_HOME:-.dagster_home}" && cd "${DAGSTER_HOME:-.dagster
 pidfile="$home/dagster-dev.pid"
 port=${PORT:-3000}
 # Benchmarks point these at a prototype code location or instance file; `make up` leaves them.
-workspace=${ORDERSYS_WORKSPACE:-$root/workspace.yaml}
-instance_file=${ORDERSYS_INSTANCE_FILE:-dagster.yaml}
+workspace=${STACK_WORKSPACE:-$root/workspace.yaml}
+instance_file=${STACK_INSTANCE_FILE:-dagster.yaml}
 
 write_instance() {
   if [ -n "${DAGSTER_PG_URL:-}" ]; then
