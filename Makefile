@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # loadgroup: the end-to-end tests (xdist_group "stack") share one worker and so one stack.
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: venv demo test lint check-defs ui up down workers workers-stop bench bench-import bench-workflow bench-analytics bench-notifications clean
+.PHONY: venv demo test lint check-defs ui up down workers workers-stop bench bench-import bench-workflow bench-analytics bench-notifications bench-latency bench-backfill clean
 
 venv: $(STAMP)
 
@@ -63,6 +63,14 @@ bench-analytics: venv
 
 bench-notifications: venv
 	$(BIN)/python bench/notifications_bench.py
+
+# The running stack, drop to done (BENCH_ARGS e.g. "--rows 100000 --pg --variant levers").
+BENCH_ARGS ?=
+bench-latency: venv
+	$(BIN)/python bench/latency_bench.py $(BENCH_ARGS)
+
+bench-backfill: venv
+	$(BIN)/python bench/backfill_bench.py
 
 clean:
 	rm -rf .ordersys data .dagster_home

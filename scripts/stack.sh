@@ -12,6 +12,9 @@ bin="$root/${VENV:-.venv}/bin"
 home=$(mkdir -p "${DAGSTER_HOME:-.dagster_home}" && cd "${DAGSTER_HOME:-.dagster_home}" && pwd)
 pidfile="$home/dagster-dev.pid"
 port=${PORT:-3000}
+# Benchmarks point these at a prototype code location or instance file; `make up` leaves them.
+workspace=${STACK_WORKSPACE:-$root/workspace.yaml}
+instance_file=${STACK_INSTANCE_FILE:-$root/dagster.yaml}
 
 write_instance() {
   if [ -n "${DAGSTER_PG_URL:-}" ]; then
@@ -22,7 +25,7 @@ write_instance() {
   fi
   # dagster.yaml as it is with DAGSTER_PG_URL, else without its storage block (SQLite in $home);
   # the same code writes the instance of `ordersys demo`.
-  "$bin/python" -m ordersys_pipelines.cli.instance_home "$home" "$root/dagster.yaml"
+  "$bin/python" -m ordersys_pipelines.cli.instance_home "$home" "$instance_file"
 }
 
 up() {
@@ -49,7 +52,7 @@ up() {
   # The redirections apply to the whole background subshell: no process left behind may hold
   # this script's stdout/stderr, or a caller reading them (CI, a test) waits for ever.
   (cd "$home" && exec setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$pidfile" \
-      "$bin/dg" dev -w "$root/workspace.yaml" --host 127.0.0.1 --port "$port") \
+      "$bin/dg" dev -w "$workspace" --host 127.0.0.1 --port "$port") \
       > "$home/dagster-dev.log" 2>&1 < /dev/null &
   sleep 0.5
   for _ in $(seq 1 120); do
