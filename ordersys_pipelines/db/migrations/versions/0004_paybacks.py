@@ -1,7 +1,7 @@
 """paybacks: what each verified payment callback said, and callbacks found by payment reference
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0002
 """
 
 import json
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0004'
-down_revision = '0001'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """a bounded record of rejected callback deliveries
 
 Revision ID: 0005
-Revises: 0001
+Revises: 0004
 Create Date: 2026-12-02 07:40:00
 
 A delivery rejected on receipt keeps only its first bytes, its size and hash and the sender's
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 
 revision = '0005'
-down_revision = '0001'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 

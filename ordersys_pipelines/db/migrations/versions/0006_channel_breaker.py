@@ -1,7 +1,7 @@
 """notification channel breaker state and notification events
 
 Revision ID: 0006
-Revises: 0001
+Revises: 0005
 Create Date: 2026-12-02 07:40:00
 """
 
@@ -12,7 +12,7 @@ from ordersys_pipelines.db.types import TABLE_OPTIONS, Timestamp, now_default
 
 
 revision = '0006'
-down_revision = '0001'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
