@@ -88,9 +88,9 @@ def test_the_asset_check_fails_while_money_is_unmatched(engine, db_url):
 
 
 def test_the_check_runs_with_the_leaderboard_in_the_project_definitions():
-    from ordersys_pipelines.definitions import defs
+    from ordersys_pipelines.definitions import build_defs
 
-    job = defs.resolve_job_def("analytics_refresh")
+    job = build_defs().resolve_job_def("analytics_refresh")
     assert dg.AssetCheckKey(dg.AssetKey("customer_leaderboard"), "payments_reconciled") in (
         job.asset_layer.asset_graph.asset_check_keys
     )

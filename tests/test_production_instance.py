@@ -34,7 +34,7 @@ def instance_database(monkeypatch):
 
 def test_production_instance_stores_runs_in_postgres(tmp_path, instance_database, pg_url, monkeypatch):
     monkeypatch.setenv("ORDERSYS_DATABASE_URL", pg_url)
-    shutil.copy(ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     from ordersys_pipelines.definitions import build_defs
 
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:

@@ -15,7 +15,7 @@ from ordersys_pipelines.jobs.notifications import dispatch_notifications
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.notifier import NotifierResource
 from ordersys_pipelines.sensors.backlog import parallel_runs, share, watermark_requests
-from ordersys_pipelines.settings import Settings
+from ordersys_pipelines.settings import Settings, get_settings
 
 MAX_BATCHES_PER_RUN = 50
 
@@ -40,7 +40,7 @@ def build_notification_dispatch_sensor(
         # The due batches are shared among up to ORDERSYS_PARALLEL_RUNS runs (each claims its own
         # notifications); one run takes at most MAX_BATCHES_PER_RUN, the next tick the rest.
         batches = math.ceil(count / notifier.batch_size)
-        runs = parallel_runs(batches, 1, settings.parallel_runs)
+        runs = parallel_runs(batches, 1, get_settings().parallel_runs)
         per_run = min(share(batches, runs), MAX_BATCHES_PER_RUN)
         return watermark_requests(
             context, job_name=notification_dispatch.name, key_prefix="notifications",

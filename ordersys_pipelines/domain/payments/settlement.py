@@ -58,6 +58,8 @@ class SettlementResult:
         self.declined.update(other.declined)
         self.rejected.update(other.rejected)
         self.duplicates += other.duplicates
+        self.late_approvals.update(other.late_approvals)
+        self.paybacks_started += other.paybacks_started
 
 
 def due_callbacks(now: datetime):
