@@ -176,3 +176,19 @@ def test_status_on_a_database_without_schema_says_what_to_do(tmp_path, monkeypat
     result = CliRunner().invoke(main, ["status"])
     assert result.exit_code != 0
     assert "ordersys db upgrade" in result.output
+
+
+def test_an_open_notification_channel_is_listed_with_its_cause(prepared):
+    from ordersys_pipelines.db.schema import notification_channel_state
+
+    engine = get_engine(prepared.database_url)
+    with engine.begin() as conn:
+        conn.execute(insert(notification_channel_state).values(
+            channel="webhook", state="open", reason="connection refused\nby 127.0.0.1:9", failures=5,
+            deferred=40, left_pending=120, opened_at=utcnow()))
+        conn.execute(insert(notification_channel_state).values(channel="email", state="closed", failures=0))
+    report = json.loads(_status("--json"))
+    channels = [f for f in report["failures"] if f["kind"] == "channel"]
+    assert [(f["subject"], f["count"]) for f in channels] == [("webhook", 5)]
+    assert channels[0]["cause"] == "down: connection refused; 120 notifications wait"  # first line
+    assert "120 notifications wait" in _status()

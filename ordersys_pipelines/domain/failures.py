@@ -14,7 +14,14 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
-from ordersys_pipelines.db.schema import import_files, notifications, orders, payment_callbacks, refunds
+from ordersys_pipelines.db.schema import (
+    import_files,
+    notification_channel_state,
+    notifications,
+    orders,
+    payment_callbacks,
+    refunds,
+)
 from ordersys_pipelines.domain.orders.states import FAILED
 
 ONE_LINE = 200
@@ -22,7 +29,7 @@ ONE_LINE = 200
 
 @dataclass(frozen=True)
 class Failure:
-    kind: str  # import, order, refund, refund request, notification, callback
+    kind: str  # import, order, refund, refund request, notification, callback, channel
     subject: str  # the file, or an example order ref / refund reference / notification id
     cause: str  # one line
     count: int
@@ -83,4 +90,16 @@ def recent_failures(conn: Connection, since: datetime, limit: int = 10) -> list[
                       notifications.c.id, notifications.c.status == "failed", since, limit)
     found += _grouped(conn, "callback", payment_callbacks.c.reason, payment_callbacks.c.received_at,
                       payment_callbacks.c.event_id, payment_callbacks.c.status == "rejected", since, limit)
+    found += open_channels(conn)
     return sorted(found, key=lambda f: f.latest_at or datetime.min, reverse=True)
+
+
+def open_channels(conn: Connection) -> list[Failure]:
+    """Notification channels whose circuit breaker is open (the receiver is down): their
+    notifications wait, attempts unchanged, until it answers again."""
+    state = notification_channel_state.c
+    rows = conn.execute(select(state.channel, state.reason, state.failures, state.left_pending, state.opened_at)
+                        .where(state.state == "open").order_by(state.channel)).all()
+    return [Failure("channel", channel, f"down: {one_line(reason)}; {left_pending} notifications wait",
+                    int(failures), _as_datetime(opened_at))
+            for channel, reason, failures, left_pending, opened_at in rows]
