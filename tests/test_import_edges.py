@@ -152,3 +152,46 @@ def test_a_row_beyond_the_largest_block_fails_the_file_saying_so(engine, tmp_pat
         run_import(engine, tmp_path, content)
     assert rows(engine, "SELECT status FROM import_files") == [("failed",)]
     assert scalar(engine, "SELECT count(*) FROM import_staging") == 0
+
+
+@dg.op
+def _killed_import_step() -> None:
+    raise RuntimeError("the step's process was lost")
+
+
+@dg.job(tags={"ordersys/stage": "import"})
+def _killed_import_job() -> None:
+    _killed_import_step()
+
+
+def test_a_file_whose_import_run_died_is_marked_failed_by_the_run_failure_sensor(engine, tmp_path):
+    from ordersys_pipelines.resources.database import DatabaseResource
+    from ordersys_pipelines.sensors.import_runs import import_run_failed_sensor
+
+    class Killed(BaseException):  # as a kill: nothing in the import gets to handle it
+        pass
+
+    instance = dg.DagsterInstance.ephemeral()
+    failed = _killed_import_job.execute_in_process(instance=instance, raise_on_error=False)
+
+    def kill(progress):
+        raise Killed()
+
+    from ordersys_pipelines.domain.imports.importer import ImportOptions, import_order_file
+
+    with pytest.raises(Killed):
+        import_order_file(engine, write(tmp_path, "orders.csv", FILE), options=ImportOptions(chunk_rows=2),
+                          on_chunk=kill, run_id=failed.run_id)
+    assert rows(engine, "SELECT status FROM import_files") == [("importing",)]
+
+    context = dg.build_run_status_sensor_context(
+        sensor_name="import_run_failed_sensor", dagster_instance=instance, dagster_run=failed.dagster_run,
+        dagster_event=failed.get_run_failure_event(),
+        resources={"database": DatabaseResource(url=engine.url.render_as_string(hide_password=False))},
+    )
+    import_run_failed_sensor(context)
+    [(status, error)] = rows(engine, "SELECT status, error FROM import_files")
+    assert status == "failed" and error.startswith("the import run failed: ") and "\n" not in error
+
+    again = run_import(engine, tmp_path, FILE, chunk_rows=2)  # the rerun resumes and finishes the file
+    assert rows(engine, "SELECT status FROM import_files") == [("completed",)] and balanced(again)

@@ -1,0 +1,47 @@
+"""`import_run_ended_sensor`: a file whose import run ended without finishing it is marked failed.
+
+The asset marks its file failed itself when the import raises. A run that never got there — its
+process killed (run monitoring then fails the run), or the run canceled — would leave the file
+`importing` for good; this sensor marks it failed with the run's failure message, so `ordersys
+status` and `ordersys imports show` say what happened. The committed chunks stay: a rerun of the
+partition resumes after them.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the resource annotations.
+import dagster as dg
+
+from ordersys_pipelines.domain.failures import one_line
+from ordersys_pipelines.domain.imports.importer import mark_run_failed
+from ordersys_pipelines.resources.database import DatabaseResource
+from ordersys_pipelines.sensors.workflow import is_import_run
+
+
+def _release(context: dg.RunStatusSensorContext, database: DatabaseResource, how: str):
+    run = context.dagster_run
+    if not is_import_run(run):
+        return dg.SkipReason(f"run {run.run_id} ({run.job_name}) is not an orders import")
+    message = one_line(context.dagster_event.message or "") or "no message"
+    mark_run_failed(database.engine, run.run_id, f"the import run {how}: {message}")
+    return None
+
+
+@dg.run_status_sensor(
+    name="import_run_failed_sensor",
+    run_status=dg.DagsterRunStatus.FAILURE,
+    monitor_all_code_locations=False,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks failed the file of an orders import run that failed before it could (a killed process).",
+)
+def import_run_failed_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource):
+    return _release(context, database, "failed")
+
+
+@dg.run_status_sensor(
+    name="import_run_canceled_sensor",
+    run_status=dg.DagsterRunStatus.CANCELED,
+    monitor_all_code_locations=False,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks failed the file of an orders import run that was canceled.",
+)
+def import_run_canceled_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource):
+    return _release(context, database, "was canceled")
