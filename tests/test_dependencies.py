@@ -17,6 +17,7 @@ NOT_IMPORTED = {
     "psycopg", "pymysql",  # SQLAlchemy drivers chosen by the database URL
     "pytest-xdist", "ruff", "httpx2",  # pytest plugin, linter, starlette.testclient's client
     "playwright",  # imported through pytest.importorskip in the browser test
+    "pandas",  # pyarrow's Table.to_pandas in the generated-file test
 }
 
 

@@ -73,7 +73,7 @@ def deployment(tmp_path) -> Iterator[Deployment]:
     migrate.upgrade(database_url)
     home, workers_dir = tmp_path / "dagster_home", tmp_path / "workers"
     home.mkdir()
-    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")  # the production instance file
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # the production instance file
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
