@@ -16,32 +16,25 @@ from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.sensors.workflow import is_import_run
 
 
-def _release(context: dg.RunStatusSensorContext, database: DatabaseResource, how: str):
-    run = context.dagster_run
-    if not is_import_run(run):
-        return dg.SkipReason(f"run {run.run_id} ({run.job_name}) is not an orders import")
-    message = one_line(context.dagster_event.message or "") or "no message"
-    mark_run_failed(database.engine, run.run_id, f"the import run {how}: {message}")
-    return None
+def _import_run_ended_sensor(name: str, status: dg.DagsterRunStatus, how: str) -> dg.SensorDefinition:
+    @dg.run_status_sensor(
+        name=name,
+        run_status=status,
+        monitor_all_code_locations=False,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Marks failed the file of an orders import run that {how} before it could.",
+    )
+    def import_run_ended(context: dg.RunStatusSensorContext, database: DatabaseResource):
+        run = context.dagster_run
+        if not is_import_run(run):
+            return dg.SkipReason(f"run {run.run_id} ({run.job_name}) is not an orders import")
+        message = one_line(context.dagster_event.message or "") or "no message"
+        mark_run_failed(database.engine, run.run_id, f"the import run {how}: {message}")
+        return None
+
+    return import_run_ended
 
 
-@dg.run_status_sensor(
-    name="import_run_failed_sensor",
-    run_status=dg.DagsterRunStatus.FAILURE,
-    monitor_all_code_locations=False,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Marks failed the file of an orders import run that failed before it could (a killed process).",
-)
-def import_run_failed_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource):
-    return _release(context, database, "failed")
-
-
-@dg.run_status_sensor(
-    name="import_run_canceled_sensor",
-    run_status=dg.DagsterRunStatus.CANCELED,
-    monitor_all_code_locations=False,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Marks failed the file of an orders import run that was canceled.",
-)
-def import_run_canceled_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource):
-    return _release(context, database, "was canceled")
+import_run_failed_sensor = _import_run_ended_sensor("import_run_failed_sensor", dg.DagsterRunStatus.FAILURE, "failed")
+import_run_canceled_sensor = _import_run_ended_sensor("import_run_canceled_sensor", dg.DagsterRunStatus.CANCELED,
+                                                      "was canceled")
