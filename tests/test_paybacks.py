@@ -4,11 +4,11 @@ the customer is told, and the reconciliation sees the money until the gateway ha
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
 
 import dagster as dg
 import pytest
+from concurrency_support import at_once
 from payback_support import gateway, settle, to_awaiting_payment
 from refunds_support import NO_WAIT, gateway_refund_calls
 from sqlalchemy import func, select, update
@@ -273,25 +273,6 @@ def test_refund_requests_cannot_take_a_payback_reference(engine):
     assert _paybacks(engine) == []
 
 
-def _at_once(count: int, work) -> list:
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = work(i)
-        except Exception as exc:  # collected for the assertions
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
-
-
 def test_two_concurrent_settlement_runs_pay_each_late_approval_back_once(locking_url):
     engine = get_engine(locking_url)
     config = gateway(approval_rate=1.0)
@@ -307,7 +288,7 @@ def test_two_concurrent_settlement_runs_pay_each_late_approval_back_once(locking
             results.append(result)
         return results
 
-    runs = _at_once(2, drain)
+    runs = at_once(2, drain)
     assert not [r for r in runs if isinstance(r, Exception)], runs
     results = [result for run in runs for result in run]
     assert sum(len(r.late_approvals) for r in results) == 40 and not any(r.rejected for r in results)
@@ -320,7 +301,7 @@ def test_two_concurrent_settlement_runs_pay_each_late_approval_back_once(locking
         assert returned == 20 and reconcile(conn).discrepancy_count == 20
 
     # Two refund runs at once: each payback paid out exactly once.
-    reports = _at_once(2, lambda i: process_batch(engine, config, limit=7, policy=NO_WAIT, run_id=f"refunds-{i}"))
+    reports = at_once(2, lambda i: process_batch(engine, config, limit=7, policy=NO_WAIT, run_id=f"refunds-{i}"))
     while (report := _process_refunds(engine, config)).claimed:
         reports.append(report)
     assert sum(r.processed for r in reports) == 20

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-
+from concurrency_support import at_once
 from refunds_support import NO_WAIT, gateway, gateway_refund_calls, make_order, refund_rows
 from sqlalchemy import select
 
@@ -18,26 +17,6 @@ from ordersys_pipelines.domain.refunds.requests import (
 )
 
 
-def _at_once(count: int, work) -> list:
-    """Run work(i) in `count` threads released together; results (or exceptions) by i."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = work(i)
-        except Exception as exc:  # collected for the assertions
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
-
-
 def _request(engine, order_ref, amount_cents, reference):
     with engine.connect() as conn:
         return request_refund(conn, order_ref, amount_cents, reference=reference)
@@ -46,14 +25,14 @@ def _request(engine, order_ref, amount_cents, reference):
 def test_twenty_identical_concurrent_requests_make_one_refund_and_one_payout(locking_url):
     engine = get_engine(locking_url)
     make_order(engine, total_cents=8_000)
-    results = _at_once(20, lambda i: _request(engine, "O-1", 3_000, "same-key"))
+    results = at_once(20, lambda i: _request(engine, "O-1", 3_000, "same-key"))
     assert not [r for r in results if isinstance(r, Exception)], results
     assert len({r.refund.id for r in results}) == 1
     assert sum(r.created for r in results) == 1
     assert len(refund_rows(engine)) == 1
 
     # Two runs at once over the one refund: one gateway payout.
-    reports = _at_once(2, lambda i: process_batch(engine, gateway(), limit=10, policy=NO_WAIT))
+    reports = at_once(2, lambda i: process_batch(engine, gateway(), limit=10, policy=NO_WAIT))
     assert sum(r.processed for r in reports) == 1
     (call,) = gateway_refund_calls(engine)
     assert (call.reference, call.outcome, call.attempts) == ("same-key", "succeeded", 1)
@@ -64,7 +43,7 @@ def test_twenty_identical_concurrent_requests_make_one_refund_and_one_payout(loc
 def test_ten_concurrent_twenty_percent_refunds_accept_exactly_five(locking_url):
     engine = get_engine(locking_url)
     order_id = make_order(engine, total_cents=10_000)
-    results = _at_once(10, lambda i: _request(engine, "O-1", 2_000, f"part-{i}"))
+    results = at_once(10, lambda i: _request(engine, "O-1", 2_000, f"part-{i}"))
     refused = [r for r in results if isinstance(r, RefundRefused)]
     accepted = [r for r in results if not isinstance(r, Exception)]
     assert len(accepted) == 5 and len(refused) == 5, results
@@ -72,7 +51,7 @@ def test_ten_concurrent_twenty_percent_refunds_accept_exactly_five(locking_url):
     assert sorted(r.status for r in refund_rows(engine)) == ["pending"] * 5 + ["rejected"] * 5
     assert {r.last_error for r in refund_rows(engine, status="rejected")} == {r.reason for r in refused}
 
-    reports = _at_once(3, lambda i: process_batch(engine, gateway(), limit=2, policy=NO_WAIT, run_id=f"run-{i}"))
+    reports = at_once(3, lambda i: process_batch(engine, gateway(), limit=2, policy=NO_WAIT, run_id=f"run-{i}"))
     while (report := process_batch(engine, gateway(), limit=10, policy=NO_WAIT)).claimed:
         reports.append(report)
     assert sum(r.processed for r in reports) == 5
@@ -86,7 +65,7 @@ def test_one_reference_raced_for_two_orders_is_one_refund_and_a_conflict(locking
     engine = get_engine(locking_url)
     for ref in ("O-1", "O-2"):
         make_order(engine, ref)
-    results = _at_once(8, lambda i: _request(engine, f"O-{1 + i % 2}", 500, "shared-key"))
+    results = at_once(8, lambda i: _request(engine, f"O-{1 + i % 2}", 500, "shared-key"))
     conflicts = [r for r in results if isinstance(r, RefundReferenceConflict)]
     same = [r for r in results if not isinstance(r, Exception)]
     assert len(conflicts) == 4 and len(same) == 4, results
@@ -107,6 +86,6 @@ def test_concurrent_runs_never_process_a_refund_twice(locking_url):
             done += report.processed
         return done
 
-    assert sum(_at_once(4, drain)) == 40
+    assert sum(at_once(4, drain)) == 40
     calls = gateway_refund_calls(engine)
     assert len(calls) == 40 and {c.attempts for c in calls} == {1}
