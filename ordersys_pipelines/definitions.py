@@ -11,6 +11,7 @@ import dagster as dg
 
 from ordersys_pipelines.dagster_warnings import accepted_dagster_warnings
 from ordersys_pipelines.defs import AREAS
+from ordersys_pipelines.executors import default_executor
 from ordersys_pipelines.resources import build_resources
 from ordersys_pipelines.settings import Settings, get_settings
 
@@ -19,7 +20,8 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or get_settings()
     with accepted_dagster_warnings():
         merged = dg.Definitions.merge(
-            dg.Definitions(resources=build_resources(settings)),
+            # The asset jobs' executor; the op jobs name theirs (executors.py).
+            dg.Definitions(resources=build_resources(settings), executor=default_executor(settings)),
             *(area.build_defs(settings) for area in AREAS),
         )
         # Resolving binds resources to jobs and sensors: the warnings it may give are those above.

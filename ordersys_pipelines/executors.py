@@ -1,7 +1,12 @@
-"""Where the op jobs' steps run, chosen by ORDERSYS_EXECUTOR, with no code change.
+"""Where the jobs' steps run, chosen by ORDERSYS_EXECUTOR, with no code change.
 
-- `multiprocess` (default): Dagster's default executor; each step is a child process of the
-  run's own worker process.
+- `in_process` (default): every step runs in the run's own worker process, one after the other.
+  Every job here is one or two steps in sequence, so a process per step buys no parallelism and
+  costs seconds per step (measured in bench/latency_bench.py: step start and between-steps went
+  from 11–28 s to about 1 s per run under load). A hung run is still caught: run monitoring
+  (dagster.yaml, `max_runtime_seconds`) fails a run that runs too long, and its claims lapse.
+- `multiprocess`: Dagster's default executor; each step is a child process of the run's own
+  worker process.
 - `celery`: dagster-celery's executor. The run's process puts each step as a task on the Celery
   queue ORDERSYS_CELERY_QUEUE at the broker ORDERSYS_CELERY_BROKER (RabbitMQ); any worker
   started with `make workers` (`celery -A ordersys_pipelines.celery_worker worker`) runs it and
@@ -16,9 +21,10 @@ only a pool process dies). The redelivered step runs again in the same run, with
 id: a transaction the first attempt had open was rolled back, and the payment initiation takes
 the reserved orders its run holds first, so nothing waits for a lease (docs/celery.md).
 
-Asset jobs (imports, catalog, analytics) keep Dagster's default executor: imports read their
-files from the inbox on the run's machine. The executor is chosen when the Definitions are built
-(`with_op_executor`), from the settings read then.
+Asset jobs (imports, catalog, analytics) never go to Celery (imports read their files from the
+inbox on the run's machine): they run in-process, or multiprocess when that is chosen
+(`default_executor`). The executors are chosen when the Definitions are built
+(`with_op_executor`, `default_executor`), from the settings read then.
 """
 
 from __future__ import annotations
@@ -50,8 +56,13 @@ def celery_config(settings: Settings) -> dict:
     }
 
 
-def op_job_executor(settings: Settings) -> dg.ExecutorDefinition | None:
-    """The op jobs' executor; None leaves Dagster's default."""
+def default_executor(settings: Settings) -> dg.ExecutorDefinition:
+    """The executor of every job that names none (the asset jobs)."""
+    return dg.multiprocess_executor if settings.executor == "multiprocess" else dg.in_process_executor
+
+
+def op_job_executor(settings: Settings) -> dg.ExecutorDefinition:
+    """The op jobs' executor."""
     if settings.executor == "celery":
         from celery.exceptions import DuplicateTaskNameWarning
         from dagster_celery import celery_executor
@@ -61,10 +72,9 @@ def op_job_executor(settings: Settings) -> dg.ExecutorDefinition | None:
         warnings.filterwarnings("ignore", "Task name 'execute_plan' is already registered",
                                 DuplicateTaskNameWarning, r"dagster_celery\.executor")
         return celery_executor.configured(celery_config(settings))
-    return None
+    return default_executor(settings)
 
 
 def with_op_executor(job: dg.JobDefinition, settings: Settings) -> dg.JobDefinition:
     """The op job as the Definitions hold it: on ORDERSYS_EXECUTOR's executor."""
-    executor = op_job_executor(settings)
-    return job.with_executor_def(executor) if executor else job
+    return job.with_executor_def(op_job_executor(settings))

@@ -13,7 +13,7 @@ from ordersys_pipelines.domain.notifications.config import NotifierConfig
 from ordersys_pipelines.domain.payments.config import GatewayConfig
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-EXECUTORS = ("multiprocess", "celery")
+EXECUTORS = ("in_process", "multiprocess", "celery")
 DEFAULT_CELERY_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 
 
@@ -81,6 +81,15 @@ def _str(name: str, default: str) -> str:
     return default if raw is None or raw == "" else raw
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = _str(name, str(default)).strip().lower()
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a yes/no value (true, false, 1, 0, yes, no)")
+
+
 def _list(name: str) -> tuple[str, ...]:
     """A comma-separated list; blanks around and between the items are dropped."""
     return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
@@ -100,8 +109,10 @@ class Settings:
     # Most runs of one stage a sensor tick starts for a large backlog (the run queue's tag
     # limits in dagster.yaml decide how many execute at once).
     parallel_runs: int = 4
-    # How often the backlog sensors (workflow, settlement, refunds, notifications) look.
-    sensor_interval_seconds: int = 30
+    # How often the backlog sensors (workflow, settlement, refunds, notifications) and the
+    # run-status sensors that chain the stages look. A look is a few capped queries, so a few
+    # seconds is cheap; the daemon's sensor loop runs every 5 s, so less buys nothing.
+    sensor_interval_seconds: int = 5
     timezone: str = "UTC"
     kpi_start_date: str = field(default_factory=default_kpi_start_date)
     currency: str = "EUR"
@@ -139,11 +150,15 @@ class Settings:
     notify_webhook_url: str | None = None
     notify_webhook_secret: str = NotifierConfig.webhook_secret
     operator_email: str | None = None
-    # Where the op jobs' steps run: Dagster's default (multiprocess) or Celery workers.
-    executor: str = "multiprocess"
+    # Where the jobs' steps run: in the run's process (in_process), a process per step
+    # (multiprocess) or, for the op jobs, on Celery workers (executors.py).
+    executor: str = "in_process"
     celery_broker: str = DEFAULT_CELERY_BROKER
     celery_backend: str = "rpc://"
     celery_queue: str = "ordersys"
+    # The workflow run also applies the payment callbacks already due when its payments are
+    # started (reserve → pay → settle in one run); payment_settlement takes the later ones.
+    settle_in_workflow: bool = True
 
     @property
     def effective_redis_url(self) -> str:
@@ -169,7 +184,7 @@ class Settings:
             default_stock=_int("ORDERSYS_DEFAULT_STOCK", 0),
             batch_size=_int("ORDERSYS_BATCH_SIZE", 10_000, minimum=1),
             parallel_runs=_int("ORDERSYS_PARALLEL_RUNS", 4, minimum=1),
-            sensor_interval_seconds=_int("ORDERSYS_SENSOR_INTERVAL", 30, minimum=1),
+            sensor_interval_seconds=_int("ORDERSYS_SENSOR_INTERVAL", cls.sensor_interval_seconds, minimum=1),
             timezone=timezone,
             kpi_start_date=_str("ORDERSYS_KPI_START_DATE", default_kpi_start_date(local_today)),
             currency=_str("ORDERSYS_CURRENCY", "EUR"),
@@ -204,10 +219,11 @@ class Settings:
             notify_webhook_url=env("ORDERSYS_NOTIFY_WEBHOOK_URL") or None,
             notify_webhook_secret=_str("ORDERSYS_NOTIFY_WEBHOOK_SECRET", cls.notify_webhook_secret),
             operator_email=env("ORDERSYS_OPERATOR_EMAIL") or None,
-            executor=_str("ORDERSYS_EXECUTOR", "multiprocess"),
+            executor=_str("ORDERSYS_EXECUTOR", cls.executor),
             celery_broker=_str("ORDERSYS_CELERY_BROKER", DEFAULT_CELERY_BROKER),
             celery_backend=_str("ORDERSYS_CELERY_BACKEND", "rpc://"),
             celery_queue=_str("ORDERSYS_CELERY_QUEUE", "ordersys"),
+            settle_in_workflow=_bool("ORDERSYS_SETTLE_IN_WORKFLOW", cls.settle_in_workflow),
         )
         settings.validate()
         return settings
