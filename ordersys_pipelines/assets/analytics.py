@@ -340,7 +340,7 @@ def build_analytics(settings: Settings) -> Analytics:
         run_status=dg.DagsterRunStatus.SUCCESS,
         monitored_jobs=[order_workflow, payment_settlement, refund_processing],
         request_job=job,
-        minimum_interval_seconds=5,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             f"After a successful run of {', '.join(WATCHED_JOBS)}: one run over the span of days its "

@@ -1,6 +1,6 @@
 """What the backlog sensors share: is a run of the job already in flight, how a backlog is split
-into parallel batch runs, and the run-key rule of the sensors whose work has a watermark
-(refunds, notifications).
+into parallel batch runs, and the one run-key rule of every backlog sensor (workflow,
+settlement, refunds, notifications): `watermark_requests`.
 
 Every stage claims its work row by row (`FOR UPDATE SKIP LOCKED` with a lease), so several runs
 of one job never take the same item; a large backlog therefore becomes several runs at once,
@@ -76,6 +76,8 @@ def watermark_requests(
     if in_flight:
         return dg.SkipReason(f"{job_name} run {in_flight} is in flight")
     previous = json.loads(context.cursor) if context.cursor else {}
+    if not isinstance(previous, dict):  # a cursor of the earlier tick-counter rule
+        previous = {}
     now = time.time()
     repeat = 0
     if previous.get("watermark") == watermark:

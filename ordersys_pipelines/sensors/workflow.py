@@ -1,20 +1,19 @@
 """Sensors that start the workflow and settlement jobs when there is work, and the workflow right
 after an import succeeds.
 
-A tick only looks (a couple of capped COUNT queries). While a run of the job is queued or in
-progress it starts nothing (that run, or the next tick, takes the rest). Otherwise it starts
-enough runs for the backlog (one per batch, at most ORDERSYS_PARALLEL_RUNS); concurrent runs are
-safe because each claims its own orders. The cursor counts the ticks that started runs and is
-part of every run key, so a tick evaluated twice with the same cursor starts nothing twice.
+A tick only looks (a couple of capped aggregate queries, domain/watermarks.py). The run keys
+follow the backlog sensors' one rule (sensors/backlog.py: watermark_requests): nothing while a
+run of the job is in flight, the same waiting work is not requested twice within a claim lease,
+and a large backlog becomes one run per batch (at most ORDERSYS_PARALLEL_RUNS); concurrent runs
+are safe because each claims its own orders.
 """
 
 # No `from __future__ import annotations`: Dagster reads the sensor signatures at definition time.
 import dagster as dg
 
-from ordersys_pipelines.domain.orders import reservation
-from ordersys_pipelines.domain.payments import settlement
+from ordersys_pipelines.domain import watermarks
 from ordersys_pipelines.resources import DatabaseResource, WorkflowSettingsResource
-from ordersys_pipelines.sensors.backlog import parallel_runs, run_in_flight
+from ordersys_pipelines.sensors.backlog import parallel_runs, run_in_flight, watermark_requests
 from ordersys_pipelines.settings import Settings
 
 IMPORT_ASSET = dg.AssetKey("orders_csv")
@@ -24,20 +23,15 @@ def run_tags(stage: str, batch_size: int) -> dict[str, str]:
     return {"ordersys/stage": stage, "ordersys/batch_size": str(batch_size)}
 
 
-def _requests(context: dg.SensorEvaluationContext, job_name: str, stage: str, pending: int,
+def _requests(context: dg.SensorEvaluationContext, job_name: str, stage: str, waiting: watermarks.Waiting,
               workflow: WorkflowSettingsResource) -> dg.SensorResult | dg.SkipReason:
-    if run_in_flight(context.instance, job_name):
-        return dg.SkipReason(f"a {job_name} run is queued or in progress")
-    if not pending:
+    if not waiting.count:
         return dg.SkipReason("no pending work")
-    tick = int(context.cursor or 0) + 1
-    runs = parallel_runs(pending, workflow.batch_size, workflow.max_runs_per_tick)
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(run_key=f"{job_name}:{tick}:{i}", tags=run_tags(stage, workflow.batch_size))
-            for i in range(runs)
-        ],
-        cursor=str(tick),
+    return watermark_requests(
+        context, job_name=job_name, key_prefix=job_name, watermark=waiting.watermark,
+        lease_seconds=workflow.claim_lease_seconds,
+        runs=parallel_runs(waiting.count, workflow.batch_size, workflow.max_runs_per_tick),
+        already=f"{waiting.count} waiting, already requested", tags=run_tags(stage, workflow.batch_size),
     )
 
 
@@ -64,8 +58,8 @@ def build_workflow_sensors(
         context: dg.SensorEvaluationContext, database: DatabaseResource, workflow: WorkflowSettingsResource
     ):
         with database.engine.connect() as conn:
-            pending = reservation.pending(conn)
-        return _requests(context, order_workflow.name, "workflow", pending, workflow)
+            waiting = watermarks.workflow_waiting(conn)
+        return _requests(context, order_workflow.name, "workflow", waiting, workflow)
 
     @dg.sensor(
         name="payment_settlement_sensor",
@@ -77,13 +71,19 @@ def build_workflow_sensors(
     def payment_settlement_sensor(
         context: dg.SensorEvaluationContext, database: DatabaseResource, workflow: WorkflowSettingsResource
     ):
+        if settings.settle_in_workflow:
+            # An order_workflow run in flight applies the callbacks its payments bring.
+            in_flight = run_in_flight(context.instance, order_workflow.name)
+            if in_flight:
+                return dg.SkipReason(f"{order_workflow.name} run {in_flight} is in flight and settles what is due")
         with database.engine.connect() as conn:
-            pending = settlement.pending(conn, workflow.payment_timeout_seconds)
-        return _requests(context, payment_settlement.name, "settlement", pending, workflow)
+            waiting = watermarks.settlement_waiting(conn, workflow.payment_timeout_seconds)
+        return _requests(context, payment_settlement.name, "settlement", waiting, workflow)
 
     @dg.run_status_sensor(
         name="workflow_after_import_sensor",
         run_status=dg.DagsterRunStatus.SUCCESS,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
         # The whole location, not `monitored_jobs`: an import materialized from the asset graph
         # runs as Dagster's implicit asset job; is_import_run recognises it by its selection.
         monitor_all_code_locations=False,
@@ -95,6 +95,9 @@ def build_workflow_sensors(
         run = context.dagster_run
         if not is_import_run(run):
             return dg.SkipReason(f"run {run.run_id} ({run.job_name}) is not an orders import")
+        in_flight = run_in_flight(context.instance, order_workflow.name)
+        if in_flight:  # the backlog sensor was quicker; its run, or the next, takes the orders
+            return dg.SkipReason(f"{order_workflow.name} run {in_flight} is in flight")
         return dg.RunRequest(run_key=f"after-import:{run.run_id}", tags=run_tags("workflow", workflow.batch_size))
 
     return [order_workflow_sensor, payment_settlement_sensor, workflow_after_import_sensor]
