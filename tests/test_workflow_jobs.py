@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
@@ -140,15 +141,36 @@ def test_workflow_sensor_starts_runs_for_pending_work_once(db_url, engine):
         add_products(conn, {"A": 10})
         add_one_unit_orders(conn, 3, "A")
     first = order_workflow_sensor(_sensor_context(instance, db_url))
-    assert [r.run_key for r in first.run_requests] == ["order_workflow:1:0"] and first.cursor == "1"
-    assert first.run_requests[0].tags == {"ordersys/stage": "workflow", "ordersys/batch_size": "1000"}
-    # The same tick evaluated again (same cursor) asks for the same run key: Dagster starts it once.
+    # The backlog sensors' one rule: the key names the waiting work (its watermark) and how often
+    # it was requested; the cursor remembers it.
+    [request] = first.run_requests
+    key = request.run_key
+    assert key.startswith("order_workflow:") and key.endswith(":0")
+    assert json.loads(first.cursor)["run_key"] == key
+    assert request.tags == {"ordersys/stage": "workflow", "ordersys/batch_size": "1000"}
+    # The same tick evaluated again (no cursor yet) asks for the same run key: Dagster starts it once.
     again = order_workflow_sensor(_sensor_context(instance, db_url))
-    assert [r.run_key for r in again.run_requests] == ["order_workflow:1:0"]
-    # While a run of the job is in progress, nothing more is started.
+    assert [r.run_key for r in again.run_requests] == [key]
+    # The same waiting work, already requested within the claim lease: nothing.
+    repeated = order_workflow_sensor(_sensor_context(instance, db_url, cursor=first.cursor))
+    assert isinstance(repeated, dg.SkipReason) and "already requested" in repeated.skip_message
+    # New work changes the watermark and so the key.
+    with engine.begin() as conn:
+        add_one_unit_orders(conn, 1, "A", prefix="N")
+    more = order_workflow_sensor(_sensor_context(instance, db_url, cursor=first.cursor))
+    assert [r.run_key for r in more.run_requests] != [key]
+    # While a run of the job is queued or in progress, nothing more is started.
     instance.create_run_for_job(order_workflow, run_config={}, status=dg.DagsterRunStatus.STARTED)
-    skipped = order_workflow_sensor(_sensor_context(instance, db_url, cursor="1"))
-    assert isinstance(skipped, dg.SkipReason) and "in progress" in skipped.skip_message
+    skipped = order_workflow_sensor(_sensor_context(instance, db_url, cursor=more.cursor))
+    assert isinstance(skipped, dg.SkipReason) and "in flight" in skipped.skip_message
+
+
+def test_workflow_sensor_reads_a_cursor_of_the_earlier_tick_counter(db_url, engine):
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        add_one_unit_orders(conn, 3, "A")
+    result = order_workflow_sensor(_sensor_context(dg.DagsterInstance.ephemeral(), db_url, cursor="7"))
+    assert len(result.run_requests) == 1 and result.run_requests[0].run_key.endswith(":0")
 
 
 def test_workflow_sensor_splits_a_large_backlog_into_batches(db_url, engine):
@@ -156,11 +178,12 @@ def test_workflow_sensor_splits_a_large_backlog_into_batches(db_url, engine):
         add_products(conn, {"A": 10})
         add_one_unit_orders(conn, 3, "A")
     context = dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(), cursor="7",
+        instance=dg.DagsterInstance.ephemeral(),
         resources={"database": DatabaseResource(url=db_url),
                    "workflow": WorkflowSettingsResource(batch_size=1, max_runs_per_tick=2)})
     result = order_workflow_sensor(context)
-    assert [r.run_key for r in result.run_requests] == ["order_workflow:8:0", "order_workflow:8:1"]
+    key = json.loads(result.cursor)["run_key"]
+    assert [r.run_key for r in result.run_requests] == [key, f"{key}:1"]
 
 
 def test_settlement_sensor_sees_due_callbacks_and_overdue_payments(db_url, engine):
@@ -176,6 +199,42 @@ def test_settlement_sensor_sees_due_callbacks_and_overdue_payments(db_url, engin
     with engine.begin() as conn:
         conn.execute(update(orders).values(status_changed_at=utcnow() - timedelta(seconds=901)))
     assert len(payment_settlement_sensor(_sensor_context(instance, db_url)).run_requests) == 1
+
+
+def test_settlement_sensor_leaves_due_callbacks_to_a_workflow_run_in_flight(db_url, engine):
+    """With the callbacks applied in the workflow run (the default), a workflow run in flight
+    settles what its payments bring; without it, settlement takes them as before."""
+    instance = dg.DagsterInstance.ephemeral()
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        add_one_unit_orders(conn, 2, "A")
+    order_workflow.execute_in_process(instance=instance, resources=_resources(db_url))
+    instance.create_run_for_job(order_workflow, run_config={}, status=dg.DagsterRunStatus.STARTED)
+    skipped = payment_settlement_sensor(_sensor_context(instance, db_url))
+    assert isinstance(skipped, dg.SkipReason) and "settles what is due" in skipped.skip_message
+    _, separate_settlement, _ = build_workflow_sensors(Settings(settle_in_workflow=False), order_workflow,
+                                                       payment_settlement)
+    assert len(separate_settlement(_sensor_context(instance, db_url)).run_requests) == 1
+
+
+def test_workflow_run_settles_the_callbacks_already_due(db_url, engine):
+    """The Definitions' order_workflow: reserve → pay → settle in one run; nothing is left for
+    payment_settlement, and a second settlement finds nothing to apply twice."""
+    from ordersys_pipelines.jobs.workflow import order_workflow_settling
+
+    with engine.begin() as conn:
+        add_products(conn, {"A": 3})
+        add_one_unit_orders(conn, 5, "A")
+    instance, resources = dg.DagsterInstance.ephemeral(), _resources(db_url)
+    run = order_workflow_settling.execute_in_process(instance=instance, resources=resources)
+    assert run.success
+    assert _counts(run)["reserved"] == 3 and _counts(run)["finalized"] == 3 and _counts(run)["failed"] == 2
+    with engine.connect() as conn:
+        assert status_counts(conn) == {"finalized": 3, "failed": 2}
+        assert stock(conn) == {"A": (0, 0)}
+        assert "pending" not in set(conn.execute(select(payment_callbacks.c.status)).scalars())
+    settled = payment_settlement.execute_in_process(instance=instance, resources=resources)
+    assert _counts(settled)["finalized"] == 0 and _counts(settled)["duplicate"] == 0
 
 
 @dg.op

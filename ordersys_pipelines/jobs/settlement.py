@@ -20,7 +20,9 @@ from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResourc
 STAGE_TAGS = {"ordersys/stage": "settlement"}
 
 
-@dg.op(tags=STAGE_TAGS, out=dg.Out(dg.Nothing),
+# `after_payments` orders it after initiate_payments when the workflow run settles too
+# (jobs/workflow.py); payment_settlement leaves it unconnected.
+@dg.op(ins={"after_payments": dg.In(dg.Nothing)}, tags=STAGE_TAGS, out=dg.Out(dg.Nothing),
        description="Verify a batch of due payment callbacks and apply them: approvals finalize (stock committed), "
                    "declines fail (stock released); an approval for a cancelled or failed order is paid "
                    "back; bad callbacks are rejected with the reason.")

@@ -17,6 +17,7 @@ from ordersys_pipelines.jobs.common import (
     rate_metadata,
     summary_text,
 )
+from ordersys_pipelines.jobs.settlement import apply_callbacks
 from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResource, WorkflowSettingsResource
 
 STAGE_TAGS = {"ordersys/stage": "workflow"}
@@ -77,3 +78,17 @@ def initiate_payments(
 )
 def order_workflow() -> None:
     initiate_payments(after_reservation=reserve_stock())
+
+
+# The shape the Definitions hold by default (ORDERSYS_SETTLE_IN_WORKFLOW): the callbacks already
+# due once the payments are started (the simulated gateway answers at once) are applied in the
+# same run, so an order goes reserve → pay → settle without waiting for payment_settlement.
+# apply_callbacks claims its callbacks like that job does, so both may run at once.
+@dg.job(
+    name="order_workflow",
+    description="Reserve stock for created orders (FIFO, all-or-nothing), send them to the payment gateway "
+    "and apply the callbacks already due.",
+    tags=STAGE_TAGS,
+)
+def order_workflow_settling() -> None:
+    apply_callbacks(after_payments=initiate_payments(after_reservation=reserve_stock()))
