@@ -44,6 +44,8 @@ up() {
     export ORDERSYS_REDIS_URL
   fi
   "$bin/ordersys" db upgrade
+  # Dagster's event-write switches for webserver, daemon and run workers (cli/instance_home.py).
+  eval "$("$bin/python" -m ordersys_pipelines.cli.instance_home --event-env)"
   # `dg dev` on the workspace file, started from $home: the instance's own dagster.yaml is the
   # only one in sight (in the project root, the production file would earn a warning that it is
   # not the instance's).

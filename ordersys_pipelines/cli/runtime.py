@@ -38,9 +38,13 @@ def load_settings(*, need_redis: bool = False, upgrade_schema: bool = True) -> S
 
 
 def instance() -> dg.DagsterInstance:
-    """The instance in DAGSTER_HOME when set (so the UI shows CLI runs), else an ephemeral one."""
+    """The instance in DAGSTER_HOME when set (so the UI shows CLI runs), else an ephemeral one;
+    the runs it executes in-process write their events as the stack's do (DAGSTER_EVENT_ENV)."""
     import dagster as dg
 
+    from ordersys_pipelines.cli.instance_home import apply_event_env
+
+    apply_event_env()
     if os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
