@@ -64,7 +64,7 @@ bench-analytics: venv
 bench-notifications: venv
 	$(BIN)/python bench/notifications_bench.py
 
-# The running stack, drop to done (BENCH_ARGS e.g. "--rows 100000 --pg --variant levers").
+# The running stack, drop to done: the defaults next to the settings before (BENCH_ARGS e.g. "--rows 100000 --pg").
 BENCH_ARGS ?=
 bench-latency: venv
 	$(BIN)/python bench/latency_bench.py $(BENCH_ARGS)

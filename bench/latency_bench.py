@@ -22,20 +22,23 @@ second went, per run:
     between      the rest of first STEP_START → last step end (starting the next step)
     tail         last step end → RUN_SUCCESS / RUN_FAILURE
 
-`--variant NAME=VALUE[,NAME=VALUE]` runs the same flow again on a fresh stack with those
-environment variables (e.g. `--variant ORDERSYS_SENSOR_INTERVAL=5`), printed next to the
-baseline (today's settings) in the same table. `--variant levers` runs the prototype of the levers (bench/latency_defs.py: in-process executor,
-every sensor every 5 s; the run queue dequeuing every second). `--pg` puts the Dagster instance (DAGSTER_PG_URL)
+Each run measures the project's defaults (`defaults`) next to a baseline of the settings before
+the latency work (`baseline`: ORDERSYS_EXECUTOR=multiprocess, ORDERSYS_SENSOR_INTERVAL=30,
+ORDERSYS_SETTLE_IN_WORKFLOW=false, Dagster's event writes unbatched, the run queue's 5 s loop),
+each on a fresh stack, printed side by side. `--variant NAME=VALUE[,NAME=VALUE]` adds a flow with
+those environment variables over the defaults (e.g. `--variant ORDERSYS_SENSOR_INTERVAL=10`);
+`--no-baseline` leaves the baseline out. `--pg` puts the Dagster instance (DAGSTER_PG_URL)
 and the ordersys database in PostgreSQL databases of their own, dropped at the end. Every flow is
 bounded by `--timeout`; the stack is always stopped.
 
-    python bench/latency_bench.py [--rows 3000] [--pg] [--variant ORDERSYS_SENSOR_INTERVAL=5] [--timeout 600]
+    python bench/latency_bench.py [--rows 3000] [--pg] [--no-baseline] [--variant NAME=VALUE] [--timeout 600]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -295,9 +298,9 @@ def run_flow(label: str, rows: int, pg: bool, overrides: dict[str, str], timeout
             instance_env["DAGSTER_PG_URL"] = databases.create("dagster").replace(
                 "postgresql://", "postgresql+psycopg2://", 1)
             env.update(instance_env)
+        if overrides.pop(BASELINE, None):
+            env.update(baseline_env(base))
         env.update(overrides)
-        if env.pop(LEVERS, None):
-            env.update(levers_env(base))
         engine = get_engine(env["ORDERSYS_DATABASE_URL"])
         stack = [str(ROOT / "scripts/stack.sh")]
         try:
@@ -371,27 +374,25 @@ def print_milestones(flows: list[Flow]) -> None:
     print(f"  {'runs':<26} " + "".join(f"{len(f.runs):>26}" for f in flows))
 
 
-LEVERS = "levers"
+BASELINE = "baseline"
+# The settings before the latency work, where a setting can bring them back.
+BASELINE_SETTINGS = {
+    "ORDERSYS_EXECUTOR": "multiprocess",
+    "ORDERSYS_SENSOR_INTERVAL": "30",
+    "ORDERSYS_SETTLE_IN_WORKFLOW": "false",
+    "DAGSTER_EVENT_BATCH_SIZE": "0",
+    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "false",
+}
 
 
-def levers_env(base: Path) -> dict[str, str]:
-    """The prototype of every lever at once: bench/latency_defs.py (in-process executor, all
-    sensors every 5 s) and a run queue that looks every second."""
-    workspace = base / "workspace.yaml"
-    workspace.write_text(
-        "load_from:\n  - python_file:\n"
-        f"      relative_path: {ROOT / 'bench' / 'latency_defs.py'}\n"
-        f"      working_directory: {ROOT}\n"
-        "      attribute: defs\n      location_name: ordersys\n")
+def baseline_env(base: Path) -> dict[str, str]:
+    """BASELINE_SETTINGS, and an instance file without the run queue's 1 s loop."""
     instance = base / "dagster.yaml"
-    instance.write_text((ROOT / "dagster.yaml").read_text() + "\nrun_queue:\n  dequeue_interval_seconds: 1\n")
-    return {"STACK_WORKSPACE": str(workspace), "STACK_INSTANCE_FILE": str(instance),
-            "ORDERSYS_SENSOR_INTERVAL": "5"}
+    instance.write_text(re.sub(r"^run_queue:\n(?:[ \t]+.*\n)+", "", (ROOT / "dagster.yaml").read_text(), flags=re.M))
+    return {"STACK_INSTANCE_FILE": str(instance), **BASELINE_SETTINGS}
 
 
 def parse_variant(text_: str) -> dict[str, str]:
-    if text_ == LEVERS:
-        return {LEVERS: "1"}
     pairs = dict(item.split("=", 1) for item in text_.split(",") if item)
     if not pairs or any(not k.strip() for k in pairs):
         raise argparse.ArgumentTypeError(f"{text_!r}: expected NAME=VALUE[,NAME=VALUE]")
@@ -403,8 +404,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=3_000)
     parser.add_argument("--pg", action="store_true", help="PostgreSQL Dagster instance and ordersys database")
     parser.add_argument("--variant", type=parse_variant, action="append", default=[],
-                        help="environment overrides for a second flow, e.g. ORDERSYS_SENSOR_INTERVAL=5")
-    parser.add_argument("--no-baseline", action="store_true", help="only the variants")
+                        help="environment overrides for a further flow, e.g. ORDERSYS_SENSOR_INTERVAL=10")
+    parser.add_argument("--no-baseline", action="store_true", help="leave out the baseline (the settings before)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per flow")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -412,8 +413,8 @@ def main() -> int:
     load = os.getloadavg()
     print(f"instance: {'PostgreSQL' if args.pg else 'SQLite'}; load average {load[0]:.1f} / {load[1]:.1f} / "
           f"{load[2]:.1f} on {os.cpu_count()} CPUs (other work on the machine slows every figure)")
-    plans = ([] if args.no_baseline else [("baseline", {})]) + [
-        (LEVERS if LEVERS in v else ",".join(f"{k}={v}" for k, v in v.items()), v) for v in args.variant]
+    plans = ([] if args.no_baseline else [(BASELINE, {BASELINE: "1"})]) + [("defaults", {})] + [
+        (",".join(f"{k}={v}" for k, v in v.items()), v) for v in args.variant]
     flows = []
     for label, overrides in plans:
         flow = run_flow(label, args.rows, args.pg, overrides, args.timeout, args.seed)

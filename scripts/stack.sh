@@ -12,8 +12,8 @@ bin="$root/${VENV:-.venv}/bin"
 home=$(mkdir -p "${DAGSTER_HOME:-.dagster_home}" && cd "${DAGSTER_HOME:-.dagster_home}" && pwd)
 pidfile="$home/dagster-dev.pid"
 port=${PORT:-3000}
-# Benchmarks point these at a prototype code location or instance file; `make up` leaves them.
-workspace=${STACK_WORKSPACE:-$root/workspace.yaml}
+# The latency benchmark points this at its baseline's instance file; `make up` leaves it.
+workspace=$root/workspace.yaml
 instance_file=${STACK_INSTANCE_FILE:-$root/dagster.yaml}
 
 write_instance() {

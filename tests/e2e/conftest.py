@@ -64,7 +64,6 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         "ORDERSYS_REDIS_PREFIX": prefix,
         "ORDERSYS_INBOX": str(base / "inbox"),
         "ORDERSYS_GATEWAY_SEED": "11",
-        "ORDERSYS_SENSOR_INTERVAL": "5",  # the backlog sensors look every 5 s instead of 30
         "ORDERSYS_KPI_START_DATE": "2025-01-01",  # before the days the flow test imports
     }
     env.pop("DAGSTER_PG_URL", None)

@@ -107,7 +107,8 @@ def test_file_in_inbox_reaches_kpis_through_sensors(stack, tmp_path):
     assert counts.get(states.FINALIZED, 0) > generated.orders * 0.8, report
     assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])), report
     ran = {r.job_name for r in instance.get_runs()}
-    assert {"orders_import", "order_workflow", "payment_settlement", "analytics_refresh"} <= ran, report
+    # payment_settlement may have nothing left: the workflow run applies the callbacks already due.
+    assert {"orders_import", "order_workflow", "analytics_refresh"} <= ran, report
 
     with engine.connect() as conn:
         expected = compute_range(conn, days[0], days[-1], tz)
