@@ -7,6 +7,7 @@ import threading
 from datetime import timedelta
 
 import dagster as dg
+import pytest
 from sqlalchemy import func, select, text, update
 from workflow_helpers import add_one_unit_orders, add_products, gateway_config, status_counts, stock
 
@@ -265,6 +266,15 @@ def test_workflow_starts_right_after_an_import_succeeds():
             assert reaction.run_key == f"after-import:{result.run_id}"
         else:
             assert isinstance(reaction, dg.SkipReason)
+    # A workflow run already in flight (the backlog sensor was quicker) takes the orders: no second run.
+    instance.create_run_for_job(order_workflow, run_config={}, status=dg.DagsterRunStatus.STARTED)
+    result = _fake_import_job.execute_in_process(instance=instance)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="workflow_after_import_sensor", dagster_instance=instance, dagster_run=result.dagster_run,
+        dagster_event=result.get_run_success_event(), resources={"workflow": WorkflowSettingsResource()},
+    )
+    skipped = workflow_after_import_sensor(context)
+    assert isinstance(skipped, dg.SkipReason) and "in flight" in skipped.skip_message
 
 
 def test_conservation_after_processing_everything(db_url, engine):
@@ -322,3 +332,20 @@ def test_definitions_carry_the_workflow_jobs_sensors_and_resources():
         sensor.name for sensor in repository.sensor_defs}
     assert repository.get_job("order_workflow").tags["ordersys/stage"] == "workflow"
     assert repository.get_job("payment_settlement").tags["ordersys/stage"] == "settlement"
+
+
+def test_settling_in_the_workflow_run_is_a_setting(monkeypatch):
+    from ordersys_pipelines.definitions import build_defs
+    from ordersys_pipelines.settings import SettingsError
+
+    def steps() -> list[str]:
+        job = build_defs().get_repository_def().get_job("order_workflow")
+        return [node.name for node in job.graph.nodes_in_topological_order]
+
+    monkeypatch.delenv("ORDERSYS_SETTLE_IN_WORKFLOW", raising=False)
+    assert steps() == ["reserve_stock", "initiate_payments", "apply_callbacks"]
+    monkeypatch.setenv("ORDERSYS_SETTLE_IN_WORKFLOW", "false")
+    assert steps() == ["reserve_stock", "initiate_payments"]
+    monkeypatch.setenv("ORDERSYS_SETTLE_IN_WORKFLOW", "sometimes")
+    with pytest.raises(SettingsError, match="ORDERSYS_SETTLE_IN_WORKFLOW='sometimes'"):
+        Settings.from_env()
