@@ -10,6 +10,7 @@ so where the file described PostgreSQL.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def apply_event_env() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--event-env"]:  # for scripts/stack.sh: `export` lines
-        print("\n".join(f"export {name}={os.environ.get(name, value)}" for name, value in DAGSTER_EVENT_ENV.items()))
+        print("\n".join(f"export {name}={shlex.quote(os.environ.get(name, value))}"
+                        for name, value in DAGSTER_EVENT_ENV.items()))
     else:
         write(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else SOURCE)
