@@ -213,6 +213,11 @@ def test_settlement_sensor_leaves_due_callbacks_to_a_workflow_run_in_flight(db_u
     instance.create_run_for_job(order_workflow, run_config={}, status=dg.DagsterRunStatus.STARTED)
     skipped = payment_settlement_sensor(_sensor_context(instance, db_url))
     assert isinstance(skipped, dg.SkipReason) and "settles what is due" in skipped.skip_message
+    # A workflow run in flight for longer than a claim lease may be hung: settlement goes ahead.
+    # (A lease of 0 s: the run in flight is older than that.)
+    no_lease = dg.build_sensor_context(instance=instance, resources={
+        "database": DatabaseResource(url=db_url), "workflow": WorkflowSettingsResource(claim_lease_seconds=0)})
+    assert len(payment_settlement_sensor(no_lease).run_requests) == 1
     _, separate_settlement, _ = build_workflow_sensors(Settings(settle_in_workflow=False), order_workflow,
                                                        payment_settlement)
     assert len(separate_settlement(_sensor_context(instance, db_url)).run_requests) == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -24,9 +25,12 @@ IN_FLIGHT = [
 ]
 
 
-def run_in_flight(instance: dg.DagsterInstance, job_name: str) -> str | None:
-    """The id of a queued or running run of the job, if there is one."""
-    run_ids = instance.get_run_ids(filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1)
+def run_in_flight(instance: dg.DagsterInstance, job_name: str, within_seconds: float | None = None) -> str | None:
+    """The id of a queued or running run of the job, if there is one (created in the last
+    `within_seconds`, when given)."""
+    created_after = None if within_seconds is None else datetime.now(UTC) - timedelta(seconds=within_seconds)
+    run_ids = instance.get_run_ids(
+        filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT, created_after=created_after), limit=1)
     return run_ids[0] if run_ids else None
 
 

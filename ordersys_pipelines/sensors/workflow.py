@@ -72,8 +72,9 @@ def build_workflow_sensors(
         context: dg.SensorEvaluationContext, database: DatabaseResource, workflow: WorkflowSettingsResource
     ):
         if settings.settle_in_workflow:
-            # An order_workflow run in flight applies the callbacks its payments bring.
-            in_flight = run_in_flight(context.instance, order_workflow.name)
+            # An order_workflow run in flight applies the callbacks its payments bring; one older
+            # than a claim lease may be hung, and settlement does not wait for it.
+            in_flight = run_in_flight(context.instance, order_workflow.name, workflow.claim_lease_seconds)
             if in_flight:
                 return dg.SkipReason(f"{order_workflow.name} run {in_flight} is in flight and settles what is due")
         with database.engine.connect() as conn:
