@@ -13,17 +13,22 @@ asset job that holds the same assets.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import dagster as dg
+
+# No public API gives a job of a code location by name for `execute_job` (build_reconstructable_job
+# wants a function returning one job, which cannot be the implicit `__ASSET_JOB`).
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 
 # The tags Dagster leaves out when a re-execution inherits its parent's (a retry's number, the
 # failure's reason, a finished backfill's id; the UI's "Re-execute" does the same).
 from dagster._core.storage.tags import TAGS_TO_MAYBE_OMIT_ON_RETRY
 
 EPHEMERAL_JOB = "__ephemeral_asset_job__"
-IMPLICIT_ASSET_JOB = "__ASSET_JOB"
-LINEAGE_TAGS = ("dagster/parent_run_id", "dagster/root_run_id")
+CODE_MODULE, CODE_ATTRIBUTE = "ordersys_pipelines.definitions", "defs"  # as in workspace.yaml
+PARENT_TAG, ROOT_TAG = "dagster/parent_run_id", "dagster/root_run_id"
 
 
 class CannotReexecute(ValueError):
@@ -31,27 +36,42 @@ class CannotReexecute(ValueError):
 
 
 def carried_tags(parent: dg.DagsterRun) -> dict[str, str]:
-    """The parent's tags the re-execution keeps: all but the retry bookkeeping and its lineage
-    (Dagster sets the new run's parent and root itself)."""
-    return {key: value for key, value in parent.tags.items()
-            if key not in TAGS_TO_MAYBE_OMIT_ON_RETRY and key not in LINEAGE_TAGS}
+    """The new run's tags: the parent's but the retry bookkeeping, and its lineage. `execute_job`
+    records parent and root on the run but not as tags, which the UI's run group, the run
+    filters and `ordersys status` (a failure healed by its re-execution) read."""
+    kept = {key: value for key, value in parent.tags.items() if key not in TAGS_TO_MAYBE_OMIT_ON_RETRY}
+    return {**kept, PARENT_TAG: parent.run_id, ROOT_TAG: parent.root_run_id or parent.run_id}
 
 
-def job_name_for(parent: dg.DagsterRun, defs: dg.Definitions) -> str:
+def _parent_steps(parent: dg.DagsterRun, instance: dg.DagsterInstance) -> set[str]:
+    snapshot = instance.get_execution_plan_snapshot(parent.execution_plan_snapshot_id)
+    return {step.key for step in snapshot.steps} if snapshot else set()
+
+
+def job_name_for(parent: dg.DagsterRun, defs: dg.Definitions, instance: dg.DagsterInstance) -> str:
     """The job of the code location that re-executes `parent`: its own, or for an ephemeral
-    asset run the first named asset job holding its assets (else the implicit asset job)."""
+    asset run the first named asset job that has all of its steps (else the implicit asset job)."""
     repository = defs.get_repository_def()
     if parent.job_name != EPHEMERAL_JOB:
         if not repository.has_job(parent.job_name):
             raise CannotReexecute(f"run {parent.run_id} is of job {parent.job_name}, which this code location "
                                   "does not have (renamed or removed); launch the work anew")
         return parent.job_name
-    wanted = set(parent.asset_selection or ())
+    # dg.materialize records neither an asset selection nor a job the code location has: its
+    # steps (one per asset op) name the assets.
+    steps = _parent_steps(parent, instance)
     for job in sorted(repository.get_all_jobs(), key=lambda j: j.name.startswith("__")):
-        if job.name != EPHEMERAL_JOB and wanted and wanted <= set(job.asset_layer.executable_asset_keys):
+        if steps and job.asset_layer.executable_asset_keys and steps <= set(job.graph.node_names()):
             return job.name
-    raise CannotReexecute(f"run {parent.run_id} materialized assets no job of this code location holds: "
-                          f"{', '.join(sorted(k.to_user_string() for k in wanted)) or 'none recorded'}")
+    raise CannotReexecute(f"run {parent.run_id} ran steps no job of this code location has: "
+                          f"{', '.join(sorted(steps)) or 'none recorded'}")
+
+
+def reconstructable_job(job_name: str) -> ReconstructableJob:
+    """The job as `dagster dev` loads it (workspace.yaml's module and attribute), so the steps'
+    processes and the UI find the same code."""
+    repository = ReconstructableRepository.for_module(CODE_MODULE, CODE_ATTRIBUTE, working_directory=os.getcwd())
+    return repository.get_reconstructable_job(job_name)
 
 
 def reexecution_options(parent: dg.DagsterRun, instance: dg.DagsterInstance, *, all_steps: bool) -> dg.ReexecutionOptions:
@@ -65,7 +85,7 @@ def reexecution_options(parent: dg.DagsterRun, instance: dg.DagsterInstance, *, 
 
 def reexecute(
     parent: dg.DagsterRun,
-    job: dg.JobDefinition | dg.ReconstructableJob,
+    job: ReconstructableJob,
     instance: dg.DagsterInstance,
     *,
     all_steps: bool = False,
@@ -74,6 +94,10 @@ def reexecute(
     """Run the re-execution of `parent` in this process (its steps on the job's executor) and
     return the result; the caller closes it (`with`)."""
     options = reexecution_options(parent, instance, all_steps=all_steps)
+    if parent.asset_selection:
+        # Dagster plans a re-execution on the whole job before it takes the parent's selection,
+        # so the implicit asset job would ask for the config of assets the run never had.
+        job = job.get_subset(asset_selection=parent.asset_selection)
     return dg.execute_job(
         job,
         instance=instance,

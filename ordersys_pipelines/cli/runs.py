@@ -21,7 +21,7 @@ def reexecute(run_id: str, all_steps: bool) -> None:
     import dagster as dg
 
     from ordersys_pipelines.definitions import build_defs
-    from ordersys_pipelines.reexecution import CannotReexecute, job_name_for, reexecute
+    from ordersys_pipelines.reexecution import CannotReexecute, job_name_for, reconstructable_job, reexecute
 
     settings = runtime.load_settings(need_redis=True)
     instance = runtime.instance()
@@ -29,9 +29,8 @@ def reexecute(run_id: str, all_steps: bool) -> None:
     if parent is None:
         raise click.ClickException(f"no run {run_id} in this instance ({instance.root_directory})")
     try:
-        job_name = job_name_for(parent, build_defs(settings))
-        job = dg.build_reconstructable_job("ordersys_pipelines.definitions", "job_by_name", (job_name,))
-        with reexecute(parent, job, instance, all_steps=all_steps) as result:
+        job_name = job_name_for(parent, build_defs(settings), instance)
+        with reexecute(parent, reconstructable_job(job_name), instance, all_steps=all_steps) as result:
             state = "succeeded" if result.success else "failed"
             click.echo(f"re-execution {result.run_id} of {job_name} ({parent.run_id}) {state}")
             if not result.success:
