@@ -193,3 +193,21 @@ def test_all_steps_again_after_success_and_clear_errors(env):
         assert third.tags["dagster/root_run_id"] == parent.run_id  # one run group
     missing = CliRunner().invoke(main, ["runs", "reexecute", "0" * 36])
     assert missing.exit_code == 1 and "no run 000" in missing.output
+
+
+@dg.op
+def elsewhere() -> None:
+    raise RuntimeError("from another code location")
+
+
+@dg.job
+def retired_job() -> None:
+    elsewhere()
+
+
+def test_a_run_of_a_job_this_code_location_lacks_is_refused_with_the_reason(env):
+    with dg.DagsterInstance.get() as instance:
+        run_id = retired_job.execute_in_process(instance=instance, raise_on_error=False).run_id
+    result = CliRunner().invoke(main, ["runs", "reexecute", run_id])
+    assert result.exit_code == 1
+    assert f"run {run_id} is of job retired_job, which this code location does not have" in result.output
