@@ -80,6 +80,9 @@ def advice(run: dg.DagsterRun, failures: list[StepFailure]) -> list[str]:
 def alert_text(run: dg.DagsterRun, failure_message: str, failures: list[StepFailure]) -> tuple[str, str]:
     subject = f"ordersys: run of {run.job_name} failed ({run.run_id[:8]})"
     subject_of_run = run.tags.get("dagster/partition") or run.tags.get("ordersys/file")
+    if "dagster/asset_partition_range_start" in run.tags:
+        subject_of_run = (f"{run.tags['dagster/asset_partition_range_start']}.."
+                          f"{run.tags.get('dagster/asset_partition_range_end', '')}")
     body = [
         f"Job: {run.job_name}",
         f"Run: {run.run_id}",

@@ -12,7 +12,7 @@ from ordersys_pipelines.cli import instance_home
 from ordersys_pipelines.definitions import build_defs
 from ordersys_pipelines.domain.imports.files import content_hash, partition_key
 from ordersys_pipelines.resources.notifier import NotifierResource
-from ordersys_pipelines.sensors.operations import operator_alert_on_failure
+from ordersys_pipelines.sensors.operations import alert_text, operator_alert_on_failure
 from ordersys_pipelines.settings import Settings
 from ordersys_pipelines.step_retries import retry_transient
 
@@ -145,3 +145,11 @@ def test_a_transient_failure_after_its_retries_advises_a_reexecution(smtp_server
     assert "step database_down (transient)" in body and "connection to 127.0.0.1:1 refused" in body
     assert "did not answer after every step retry" in body
     assert f"ordersys runs reexecute {result.run_id}" in body
+
+
+def test_a_day_range_run_names_its_days():
+    run = dg.DagsterRun(job_name="analytics_refresh", tags={"ordersys/stage": "analytics",
+                                                            "dagster/asset_partition_range_start": "2025-03-01",
+                                                            "dagster/asset_partition_range_end": "2025-03-07"})
+    _, body = alert_text(run, "the run failed", [])
+    assert "Partition: 2025-03-01..2025-03-07" in body and f"ordersys runs reexecute {run.run_id}" in body
