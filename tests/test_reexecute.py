@@ -211,3 +211,14 @@ def test_a_run_of_a_job_this_code_location_lacks_is_refused_with_the_reason(env)
     result = CliRunner().invoke(main, ["runs", "reexecute", run_id])
     assert result.exit_code == 1
     assert f"run {run_id} is of job retired_job, which this code location does not have" in result.output
+
+
+def test_a_cli_import_runs_as_orders_import_with_its_partition_and_file(env, tmp_path):
+    path = generate_orders(tmp_path / "april.csv", rows=10, seed=4, start=DAY, days=1).path
+    result = CliRunner().invoke(main, ["import", str(path), "--no-progress"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs()
+    assert run.job_name == "orders_import" and run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.tags["dagster/partition"] == partition_key(path.name, content_hash(path))
+    assert run.tags["ordersys/file"] == "april.csv" and run.tags["ordersys/stage"] == "import"
