@@ -77,7 +77,8 @@ def reconstructable_job(job_name: str) -> ReconstructableJob:
 def reexecution_options(parent: dg.DagsterRun, instance: dg.DagsterInstance, *, all_steps: bool) -> dg.ReexecutionOptions:
     if all_steps:
         return dg.ReexecutionOptions(parent_run_id=parent.run_id)
-    if parent.status != dg.DagsterRunStatus.FAILURE:
+    # What Dagster resumes from its failed steps: a failed or a canceled run.
+    if parent.status not in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
         raise CannotReexecute(f"run {parent.run_id} did not fail ({parent.status.value}): nothing to resume; "
                               "use --all-steps to run all of it again")
     return dg.ReexecutionOptions.from_failure(parent.run_id, instance)
