@@ -14,7 +14,6 @@ import dagster as dg
 import kombu
 import pytest
 import redis
-from conftest import REDIS_URL
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -88,12 +87,12 @@ def test_sqlite_locked_heals_but_a_missing_table_or_a_broken_rule_does_not(tmp_p
     assert transient_cause(verdict) is None
 
 
-@dg.op(config_schema={"heal_after": int, "redis_url": str})
+@dg.op(config_schema={"heal_after": int, "redis_url": str, "healed_url": str})
 @retry_transient
 def ping_redis(context) -> None:
     """Redis refuses (a closed port) until the attempt `heal_after`, then answers."""
     healed = context.retry_number >= context.op_config["heal_after"]
-    url = REDIS_URL if healed else context.op_config["redis_url"]
+    url = context.op_config["healed_url" if healed else "redis_url"]
     client = redis.Redis.from_url(url, socket_connect_timeout=2)
     try:
         client.ping()
@@ -128,8 +127,13 @@ def retries(monkeypatch):
     monkeypatch.setenv("ORDERSYS_STEP_RETRY_DELAY", "0.1")
 
 
-def test_a_transient_failure_is_retried_with_growing_pauses_then_succeeds(retries):
-    config = {"ops": {"ping_redis": {"config": {"heal_after": 2, "redis_url": f"redis://127.0.0.1:{_closed_port()}/0"}}}}
+def _ping_config(heal_after: int, healed_url: str) -> dict:
+    refusing = f"redis://127.0.0.1:{_closed_port()}/0"
+    return {"ops": {"ping_redis": {"config": {"heal_after": heal_after, "redis_url": refusing, "healed_url": healed_url}}}}
+
+
+def test_a_transient_failure_is_retried_with_growing_pauses_then_succeeds(retries, redis_resource):
+    config = _ping_config(2, redis_resource.url)
     result = redis_job.execute_in_process(run_config=config, raise_on_error=False)
     assert result.success
     waits = _retry_waits(result)
@@ -138,8 +142,8 @@ def test_a_transient_failure_is_retried_with_growing_pauses_then_succeeds(retrie
     assert 0 <= waits[0] <= 0.2 <= waits[1] <= 0.4
 
 
-def test_a_transient_failure_that_does_not_heal_fails_after_the_last_retry(retries):
-    config = {"ops": {"ping_redis": {"config": {"heal_after": 99, "redis_url": f"redis://127.0.0.1:{_closed_port()}/0"}}}}
+def test_a_transient_failure_that_does_not_heal_fails_after_the_last_retry(retries, redis_resource):
+    config = _ping_config(99, redis_resource.url)
     result = redis_job.execute_in_process(run_config=config, raise_on_error=False)
     assert not result.success and len(_retry_waits(result)) == 3
     [failure] = [e for e in result.all_events if e.is_step_failure]
