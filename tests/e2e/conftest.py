@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from rejected_support import NO_PRICES, REJECTED_NAME
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -89,8 +90,6 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 
 
 ALERT_ACTED = 'Sensor "operator_alert_on_failure" acted on run status FAILURE'
-NO_PRICES = ("order_ref,order_date,customer_email,customer_name,sku,product_name,quantity\n"
-             "N1,2025-03-10,n@example.com,Nan,SKU-1,Mug,2\n")
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ def rejected_file(stack) -> RejectedFile:
 
     import dagster as dg
 
-    name = "no-prices.csv"
+    name = REJECTED_NAME
     staged = stack.inbox.parent / name
     staged.write_text(NO_PRICES)
     staged.rename(stack.inbox / name)
