@@ -32,8 +32,3 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
 @dg.definitions
 def defs() -> dg.Definitions:
     return build_defs()
-
-
-def job_by_name(name: str) -> dg.JobDefinition:
-    """For re-executing a run in a fresh process (`ordersys runs reexecute`)."""
-    return build_defs().resolve_job_def(name)

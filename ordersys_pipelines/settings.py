@@ -118,6 +118,10 @@ class Settings:
     currency: str = "EUR"
     payment_timeout_seconds: int = 900
     claim_lease_seconds: int = 300
+    # A step that fails for a transient cause (database, Redis, SMTP or broker unreachable) is
+    # tried again this many times, after delay, 3 x delay, 7 x delay ... (step_retries.py).
+    step_retries: int = 3
+    step_retry_delay_seconds: float = 2.0
     gateway_secret: str = "ordersys-dev-secret"
     # Secrets being rotated out: callbacks signed with them are still accepted (comma-separated
     # in ORDERSYS_GATEWAY_PREVIOUS_SECRETS; the gateway signs with gateway_secret only).
@@ -190,6 +194,8 @@ class Settings:
             currency=_str("ORDERSYS_CURRENCY", "EUR"),
             payment_timeout_seconds=_int("ORDERSYS_PAYMENT_TIMEOUT", 900, minimum=1),
             claim_lease_seconds=_int("ORDERSYS_CLAIM_LEASE_SECONDS", 300, minimum=1),
+            step_retries=_int("ORDERSYS_STEP_RETRIES", cls.step_retries),
+            step_retry_delay_seconds=_float("ORDERSYS_STEP_RETRY_DELAY", cls.step_retry_delay_seconds, minimum=0),
             gateway_secret=_str("ORDERSYS_GATEWAY_SECRET", "ordersys-dev-secret"),
             gateway_previous_secrets=_list("ORDERSYS_GATEWAY_PREVIOUS_SECRETS"),
             gateway_approval_rate=_float("ORDERSYS_GATEWAY_APPROVAL_RATE", cls.gateway_approval_rate),

@@ -39,6 +39,7 @@ from ordersys_pipelines.jobs.workflow import order_workflow
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.redis import RedisResource
 from ordersys_pipelines.settings import Settings
+from ordersys_pipelines.step_retries import retry_transient
 
 # The jobs whose successful runs change what the KPIs count (defined by other areas).
 WATCHED_JOBS = ("order_workflow", "payment_settlement", "refund_processing")
@@ -211,6 +212,7 @@ def build_analytics(settings: Settings) -> Analytics:
                 ),
             ],
         )
+        @retry_transient
         def daily_kpis(
             context: dg.AssetExecutionContext, database: DatabaseResource, redis: RedisResource
         ) -> dg.MaterializeResult:
@@ -295,6 +297,7 @@ def build_analytics(settings: Settings) -> Analytics:
             ),
         ],
     )
+    @retry_transient
     def customer_leaderboard(
         context: dg.AssetExecutionContext, database: DatabaseResource, redis: RedisResource
     ) -> dg.MaterializeResult:

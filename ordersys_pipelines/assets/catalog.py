@@ -18,6 +18,7 @@ from ordersys_pipelines.domain.imports.files import FAILED, PROCESSED, move_asid
 from ordersys_pipelines.domain.tables import markdown_table
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.imports import ImportsResource
+from ordersys_pipelines.step_retries import retry_transient
 
 STAGE_TAGS = {"ordersys/stage": "import"}
 
@@ -58,6 +59,7 @@ def catalog_metadata(result: CatalogResult, path: Path) -> dict:
     tags=STAGE_TAGS,
     description="Products and their stock as set by catalog files (stock is never set below what is reserved).",
 )
+@retry_transient
 def product_catalog(
     context: dg.AssetExecutionContext, config: CatalogConfig, database: DatabaseResource, imports: ImportsResource
 ) -> dg.MaterializeResult:

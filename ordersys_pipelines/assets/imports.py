@@ -26,6 +26,7 @@ from ordersys_pipelines.domain.imports.importer import (
 from ordersys_pipelines.domain.tables import markdown_table
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.imports import ImportsResource
+from ordersys_pipelines.step_retries import retry_transient, transient_cause
 
 order_files = dg.DynamicPartitionsDefinition(name="order_files")
 
@@ -122,6 +123,7 @@ def import_metadata(result: ImportResult, path: Path) -> dict:
         )
     ],
 )
+@retry_transient
 def orders_csv(
     context: dg.AssetExecutionContext, config: OrdersCsvConfig, database: DatabaseResource, imports: ImportsResource
 ) -> dg.MaterializeResult:
@@ -148,6 +150,8 @@ def orders_csv(
     except ImportSuperseded:
         raise
     except Exception as exc:  # the file must not stay `importing` once this run has ended
+        if transient_cause(exc) is not None:
+            raise  # tried again (retry_transient); the committed chunks stay, the next attempt resumes
         cause = describe_error(exc)
         mark_run_failed(database.engine, context.run.run_id, cause)
         raise dg.Failure(description=f"{path.name}: {cause}", metadata={"file": str(path), "cause": cause}) from exc

@@ -11,7 +11,13 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 from rich.text import Text
 
-from ordersys_pipelines.assets.imports import chunk_listener, file_tags, order_files, orders_csv
+from ordersys_pipelines.assets.imports import (
+    chunk_listener,
+    file_tags,
+    order_files,
+    orders_csv,
+    orders_import_job,
+)
 from ordersys_pipelines.cli import runtime
 from ordersys_pipelines.cli.console import console, plain_text
 from ordersys_pipelines.db.engine import get_engine
@@ -83,11 +89,13 @@ def import_file(
             bar.update(task, completed=min(chunk.bytes_read, size), rows=done)
 
         with chunk_listener(on_chunk):
-            result = dg.materialize(
-                [orders_csv],
+            # As the `orders_import` job (not dg.materialize's ephemeral job, which no code
+            # location has): the run is found, filtered and re-executed like the sensor's.
+            job = dg.Definitions(assets=[orders_csv], jobs=[orders_import_job],
+                                 resources=runtime.resources(settings)).resolve_job_def(orders_import_job.name)
+            result = job.execute_in_process(
                 partition_key=key,
                 instance=instance,
-                resources=runtime.resources(settings),
                 run_config=run_config,
                 tags=file_tags(path.name),
                 raise_on_error=False,

@@ -6,6 +6,7 @@ from ordersys_pipelines.domain.notifications.dispatch import dispatch_pending
 from ordersys_pipelines.domain.tables import markdown_table
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.notifier import NotifierResource
+from ordersys_pipelines.step_retries import retry_transient
 
 STAGE_TAGS = {"ordersys/stage": "notifications"}
 
@@ -22,6 +23,7 @@ class DispatchConfig(dg.Config):
     tags={"dagster/kind/python": ""},
     out=dg.Out(dg.Nothing),
 )
+@retry_transient
 def dispatch_notifications(
     context: dg.OpExecutionContext, config: DispatchConfig, database: DatabaseResource, notifier: NotifierResource
 ):

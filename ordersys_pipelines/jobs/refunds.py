@@ -12,6 +12,7 @@ from ordersys_pipelines.domain.refunds.requests import RefundError, RefundRefuse
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.payment_gateway import PaymentGatewayResource
 from ordersys_pipelines.settings import get_settings
+from ordersys_pipelines.step_retries import retry_transient
 
 STAGE_TAGS = {"ordersys/stage": "refunds"}
 
@@ -28,6 +29,7 @@ class RefundProcessingConfig(dg.Config):
     out=dg.Out(dg.Nothing),
     tags=STAGE_TAGS,
 )
+@retry_transient
 def process_refund_batch(
     context: dg.OpExecutionContext,
     config: RefundProcessingConfig,
@@ -76,6 +78,7 @@ class RefundRequestConfig(dg.Config):
     out=dg.Out(dg.Nothing),
     tags=STAGE_TAGS,
 )
+@retry_transient
 def request_refund_op(context: dg.OpExecutionContext, config: RefundRequestConfig, database: DatabaseResource) -> None:
     if config.full == (config.amount is not None):
         raise dg.Failure("give either amount (e.g. '12.50') or full: true", allow_retries=False)

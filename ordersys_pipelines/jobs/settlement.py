@@ -16,6 +16,7 @@ from ordersys_pipelines.jobs.common import (
     summary_text,
 )
 from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResource, WorkflowSettingsResource
+from ordersys_pipelines.step_retries import retry_transient
 
 STAGE_TAGS = {"ordersys/stage": "settlement"}
 
@@ -26,6 +27,7 @@ STAGE_TAGS = {"ordersys/stage": "settlement"}
        description="Verify a batch of due payment callbacks and apply them: approvals finalize (stock committed), "
                    "declines fail (stock released); an approval for a cancelled or failed order is paid "
                    "back; bad callbacks are rejected with the reason.")
+@retry_transient
 def apply_callbacks(
     context: dg.OpExecutionContext,
     config: BatchConfig,
@@ -61,6 +63,7 @@ def apply_callbacks(
 # order only matters, nothing is handed over.
 @dg.op(ins={"after_callbacks": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing), tags=STAGE_TAGS,
        description="Fail orders awaiting payment longer than ORDERSYS_PAYMENT_TIMEOUT and release their stock.")
+@retry_transient
 def expire_overdue_payments(
     context: dg.OpExecutionContext,
     config: BatchConfig,

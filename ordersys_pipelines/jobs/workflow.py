@@ -19,6 +19,7 @@ from ordersys_pipelines.jobs.common import (
 )
 from ordersys_pipelines.jobs.settlement import apply_callbacks
 from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResource, WorkflowSettingsResource
+from ordersys_pipelines.step_retries import retry_transient
 
 STAGE_TAGS = {"ordersys/stage": "workflow"}
 
@@ -26,6 +27,7 @@ STAGE_TAGS = {"ordersys/stage": "workflow"}
 @dg.op(description="Claim a batch of eligible created orders (oldest first) and reserve their stock, "
                    "all lines or none; orders that do not fit fail with the short SKUs named.",
        tags=STAGE_TAGS, out=dg.Out(dg.Nothing))
+@retry_transient
 def reserve_stock(
     context: dg.OpExecutionContext, config: BatchConfig, database: DatabaseResource, workflow: WorkflowSettingsResource
 ) -> None:
@@ -49,6 +51,7 @@ def reserve_stock(
 # database, which is all the next op (on any process or machine) needs.
 @dg.op(ins={"after_reservation": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing), tags=STAGE_TAGS,
        description="Claim reserved orders and start their payments at the gateway (→ awaiting_payment).")
+@retry_transient
 def initiate_payments(
     context: dg.OpExecutionContext,
     config: BatchConfig,

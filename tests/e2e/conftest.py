@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from rejected_support import NO_PRICES, REJECTED_NAME
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -85,3 +86,51 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+ALERT_ACTED = 'Sensor "operator_alert_on_failure" acted on run status FAILURE'
+
+
+@dataclass(frozen=True)
+class RejectedFile:
+    name: str
+    run_id: str
+    runs: int  # runs of the file once its alert was sent
+    alerts: int  # the alert sensor's reactions to its run
+
+
+def _runs_of(instance, name: str):
+    import dagster as dg
+
+    return instance.get_runs(dg.RunsFilter(tags={"ordersys/file": name}))
+
+
+def _alerts(instance, run_id: str) -> int:
+    import dagster as dg
+
+    events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+    return sum(1 for record in events if ALERT_ACTED in (record.message or ""))
+
+
+@pytest.fixture(scope="session")
+def rejected_file(stack) -> RejectedFile:
+    """A file without price columns dropped into the stack's inbox, once its run has failed and
+    the operator alert sensor has acted on it (or 180 s have passed)."""
+    import time
+
+    import dagster as dg
+
+    name = REJECTED_NAME
+    staged = stack.inbox.parent / name
+    staged.write_text(NO_PRICES)
+    staged.rename(stack.inbox / name)
+    deadline = time.monotonic() + 180
+    with dg.DagsterInstance.from_config(str(stack.home)) as instance:
+        while True:
+            failed = [r for r in _runs_of(instance, name) if r.status == dg.DagsterRunStatus.FAILURE]
+            if failed and _alerts(instance, failed[-1].run_id) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert failed, f"no failed run of {name} within 180 s\n{stack.log()}"
+        run_id = failed[-1].run_id
+        return RejectedFile(name, run_id, len(_runs_of(instance, name)), _alerts(instance, run_id))

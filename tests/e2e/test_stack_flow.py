@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 import redis
+from rejected_support import failed_by_design
 from sqlalchemy import func, select
 
 from ordersys_pipelines.db.engine import get_engine
@@ -105,7 +106,8 @@ def test_file_in_inbox_reaches_kpis_through_sensors(stack, tmp_path):
     assert not any(counts.get(s) for s in UNSETTLED), report
     assert set(counts) <= {states.FINALIZED, states.FAILED}, report
     assert counts.get(states.FINALIZED, 0) > generated.orders * 0.8, report
-    assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])), report
+    failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+    assert not [run for run in failed if not failed_by_design(run)], report
     ran = {r.job_name for r in instance.get_runs()}
     # payment_settlement may have nothing left: the workflow run applies the callbacks already due.
     assert {"orders_import", "order_workflow", "analytics_refresh"} <= ran, report

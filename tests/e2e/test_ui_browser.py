@@ -110,3 +110,14 @@ def test_operator_console(stack, page, screenshots):
     _shot(page, screenshots, "07-runs")
 
     assert (screenshots / "06-run-success.png").stat().st_size > 0
+
+
+def test_a_failed_run_shows_its_cause(stack, rejected_file, page, screenshots):
+    """The operator opens a failed import's run: its status and the step's cause are on the page."""
+    page.set_default_timeout(LOAD_MS)
+    page.goto(f"{stack.url}/runs/{rejected_file.run_id}")
+    _dismiss_welcome(page)
+    page.get_by_text("Failure", exact=True).first.wait_for(state="visible")
+    page.get_by_text("missing required column(s)", exact=False).first.wait_for(state="visible")
+    _shot(page, screenshots, "08-run-failure")
+    assert (screenshots / "08-run-failure.png").stat().st_size > 0

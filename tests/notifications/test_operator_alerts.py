@@ -1,11 +1,20 @@
-"""A failed run reaches the operator through the notification channel (a real SMTP server)."""
+"""A failed run reaches the operator through the notification channel (a real SMTP server):
+once, after its last attempt, with advice that fits the failure."""
 
 from __future__ import annotations
 
 import dagster as dg
+import pytest
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
+from ordersys_pipelines.assets.imports import file_tags, order_files
+from ordersys_pipelines.cli import instance_home
+from ordersys_pipelines.definitions import build_defs
+from ordersys_pipelines.domain.imports.files import content_hash, partition_key
 from ordersys_pipelines.resources.notifier import NotifierResource
-from ordersys_pipelines.sensors.operations import operator_alert_on_failure
+from ordersys_pipelines.sensors.operations import alert_text, operator_alert_on_failure
+from ordersys_pipelines.settings import Settings
+from ordersys_pipelines.step_retries import retry_transient
 
 
 @dg.op
@@ -42,3 +51,105 @@ def test_failed_run_is_mailed_to_the_operator(smtp_server):
     assert "payment gateway unreachable" in body
     assert f"ordersys runs reexecute {result.run_id}" in body
     assert "Stage: settlement" in body
+
+
+def _alert(instance, run, failure_event, notifier):
+    with dg.build_run_status_sensor_context(
+        sensor_name="operator_alert_on_failure", dagster_instance=instance, dagster_run=run,
+        dagster_event=failure_event, resources={"notifier": notifier},
+    ) as context:
+        return operator_alert_on_failure(context.for_run_failure())
+
+
+def _mail(smtp_server) -> NotifierResource:
+    return NotifierResource(channel="email", smtp_host="127.0.0.1", smtp_port=smtp_server.port,
+                            operator_email="ops@example.com")
+
+
+@pytest.fixture
+def project_instance(sqlite_url, tmp_path, monkeypatch):
+    """The project's dagster.yaml (run retries on) on SQLite storage, and a database and inbox."""
+    monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
+    monkeypatch.setenv("ORDERSYS_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("ORDERSYS_INBOX", str(tmp_path / "inbox"))
+    (tmp_path / "inbox").mkdir()
+    home = instance_home.write(tmp_path / "dagster_home")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance
+
+
+def test_a_file_without_prices_fails_one_run_and_alerts_once_with_what_to_fix(project_instance, smtp_server):
+    settings = Settings.from_env()
+    path = settings.inbox / "march.csv"
+    path.write_text("order_ref,order_date,customer_email,customer_name,sku,product_name,quantity\n"
+                    "A1,2024-03-01,a@example.com,Ann,S1,Mug,3\n")
+    key = partition_key(path.name, content_hash(path))
+    project_instance.add_dynamic_partitions(order_files.name, [key])
+    job = build_defs(settings).resolve_job_def("orders_import")
+    result = job.execute_in_process(instance=project_instance, partition_key=key, tags=file_tags(path.name),
+                                    raise_on_error=False)
+    runs = project_instance.get_runs()
+    assert [run.status for run in runs] == [dg.DagsterRunStatus.FAILURE]
+    run = runs[0]
+    assert run.tags["dagster/will_retry"] == "false"  # a data failure is not retried as a run
+    assert not any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)
+
+    assert _alert(project_instance, run, result.get_run_failure_event(), _mail(smtp_server)) is None
+    [message] = smtp_server.messages
+    body = message.get_content()
+    assert "step orders_csv (data): march.csv: missing required column(s): unit_price" in body
+    assert "a re-execution would fail the same way" in body and "failed/march.csv" in body
+    assert "ordersys runs reexecute" not in body
+    assert f"Partition: {key}" in body
+
+
+def test_no_alert_while_a_run_retry_is_coming_then_one_for_the_last_attempt(smtp_server):
+    instance = dg.DagsterInstance.ephemeral()
+    result = failing_job.execute_in_process(instance=instance, raise_on_error=False)
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("ordersys"), "__repository__"),
+                             "failing_job")
+    launched = result.dagster_run._replace(remote_job_origin=origin)  # as the daemon launches runs
+    retrying = launched.with_tags({**launched.tags, "dagster/will_retry": "true"})
+    skipped = _alert(instance, retrying, result.get_run_failure_event(), _mail(smtp_server))
+    assert isinstance(skipped, dg.SkipReason) and "will be retried" in skipped.skip_message
+    assert smtp_server.messages == []
+
+    last = launched.with_tags({**launched.tags, "dagster/will_retry": "false"})
+    _alert(instance, last, result.get_run_failure_event(), _mail(smtp_server))
+    assert len(smtp_server.messages) == 1
+    # A run of the CLI (no code location origin) is never retried by Dagster, whatever its tag says.
+    in_process = result.dagster_run.with_tags({**launched.tags, "dagster/will_retry": "true"})
+    _alert(instance, in_process, result.get_run_failure_event(), _mail(smtp_server))
+    assert len(smtp_server.messages) == 2
+
+
+@dg.op
+@retry_transient
+def database_down(context) -> None:
+    raise ConnectionRefusedError("connection to 127.0.0.1:1 refused")
+
+
+@dg.job
+def transient_job() -> None:
+    database_down()
+
+
+def test_a_transient_failure_after_its_retries_advises_a_reexecution(smtp_server, monkeypatch):
+    monkeypatch.setenv("ORDERSYS_STEP_RETRIES", "1")
+    monkeypatch.setenv("ORDERSYS_STEP_RETRY_DELAY", "0")
+    instance = dg.DagsterInstance.ephemeral()
+    result = transient_job.execute_in_process(instance=instance, raise_on_error=False)
+    _alert(instance, result.dagster_run, result.get_run_failure_event(), _mail(smtp_server))
+    [message] = smtp_server.messages
+    body = message.get_content()
+    assert "step database_down (transient)" in body and "connection to 127.0.0.1:1 refused" in body
+    assert "did not answer after every step retry" in body
+    assert f"ordersys runs reexecute {result.run_id}" in body
+
+
+def test_a_day_range_run_names_its_days():
+    run = dg.DagsterRun(job_name="analytics_refresh", tags={"ordersys/stage": "analytics",
+                                                            "dagster/asset_partition_range_start": "2025-03-01",
+                                                            "dagster/asset_partition_range_end": "2025-03-07"})
+    _, body = alert_text(run, "the run failed", [])
+    assert "Partition: 2025-03-01..2025-03-07" in body and f"ordersys runs reexecute {run.run_id}" in body
