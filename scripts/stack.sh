@@ -44,6 +44,8 @@ up() {
     export ORDERSYS_REDIS_URL
   fi
   "$bin/ordersys" db upgrade
+  # Stage pools take their limits from the stage tag limits (dagster.yaml, "Run limits").
+  "$bin/python" -m ordersys_pipelines.cli.stage_pools
   # `dg dev` on the workspace file, started from $home: the instance's own dagster.yaml is the
   # only one in sight (in the project root, the production file would earn a warning that it is
   # not the instance's).
