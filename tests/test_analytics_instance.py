@@ -152,3 +152,58 @@ def _run_event(run: dg.DagsterRun, kind: dg.DagsterEventType) -> dg.EventLogEntr
         error_info=None, level="DEBUG", user_message="", run_id=run.run_id, timestamp=time.time(),
         dagster_event=dg.DagsterEvent(kind.value, job_name=run.job_name),
     )
+
+
+def test_a_backfill_from_the_catalog_is_held_by_the_pool_and_builds_the_leaderboard_once(
+    instance, settings, engine, monkeypatch
+):
+    """A backfill as the UI launches it (asset backfill, no tags), through the backfill daemon's
+    own iteration on the code location: one run for the range of days, in the analytics pool;
+    the leaderboard is requested once, after that run, and each run gets its stage tag."""
+    import logging
+
+    from dagster._core.execution.api import execute_run
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.test_utils import create_test_daemon_workspace_context
+    from dagster._core.workspace.load_target import ModuleTarget
+    from dagster._daemon.backfill import execute_backfill_iteration
+    from dagster._utils.hosted_user_process import recon_job_from_origin
+
+    monkeypatch.setenv("ORDERSYS_TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("ORDERSYS_KPI_START_DATE", "2024-03-01")
+    crafted_march(engine)
+    target = ModuleTarget("ordersys_pipelines.definitions", "defs", None, "ordersys")
+    logger = logging.getLogger("backfill_test")
+
+    def iterate(context) -> list[dg.DagsterRun]:
+        list(execute_backfill_iteration(context, logger))
+        return [r for r in instance.get_runs() if r.status == dg.DagsterRunStatus.QUEUED]
+
+    def run_it(run: dg.DagsterRun) -> None:
+        instance.handle_new_event(_run_event(run, dg.DagsterEventType.RUN_STARTING))  # as a launch does
+        assert execute_run(recon_job_from_origin(run.job_code_origin), instance.get_run_by_id(run.run_id),
+                           instance).success
+
+    with create_test_daemon_workspace_context(target, instance) as context:
+        asset_graph = context.create_request_context().asset_graph
+        days = [f"2024-03-{n:02d}" for n in range(8, 13)]
+        instance.add_backfill(PartitionBackfill.from_asset_partitions(
+            backfill_id="h15bfill", asset_graph=asset_graph, partition_names=days,
+            asset_selection=[DAILY_KPIS, LEADERBOARD], backfill_timestamp=time.time(), tags={},
+            dynamic_partitions_store=instance, all_partitions=False, title=None, description=None, run_config=None,
+        ))
+        (days_run,) = iterate(context)
+        assert days_run.job_name == "__ASSET_JOB" and days_run.asset_selection == {DAILY_KPIS}
+        assert "ordersys/stage" not in days_run.tags  # queued without a stage tag ...
+        assert days_run.run_op_concurrency.all_pools == {"analytics"}  # ... but in the stage's pool
+        assert days_run.tags["dagster/asset_partition_range_start"] == "2024-03-08"
+        assert days_run.tags["dagster/asset_partition_range_end"] == "2024-03-12"
+        run_it(days_run)
+        assert instance.get_run_by_id(days_run.run_id).tags["ordersys/stage"] == "analytics"
+
+        (board_run,) = iterate(context)
+        assert board_run.asset_selection == {LEADERBOARD}
+        run_it(board_run)
+        assert iterate(context) == []
+    assert len(instance.fetch_materializations(LEADERBOARD, limit=10).records) == 1
+    assert latest_of_day(instance, "2024-03-10").metadata["order_count"].value == 3
