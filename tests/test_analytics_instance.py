@@ -207,3 +207,27 @@ def test_a_backfill_from_the_catalog_is_held_by_the_pool_and_builds_the_leaderbo
         assert iterate(context) == []
     assert len(instance.fetch_materializations(LEADERBOARD, limit=10).records) == 1
     assert latest_of_day(instance, "2024-03-10").metadata["order_count"].value == 3
+
+
+def test_stage_pools_without_stage_limits_keep_the_default(tmp_path):
+    """A dagster.yaml with no stage tag limits (or a per-value limit) sets no pool: each keeps
+    the default limit of 1, never unlimited."""
+    home = tmp_path / "bare_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "concurrency:\n  pools:\n    granularity: run\n    default_limit: 1\n  runs:\n    max_concurrent_runs: 4\n"
+        "    tag_concurrency_limits:\n      - key: ordersys/stage\n        value:\n          applyLimitPerUniqueValue: true\n"
+        "        limit: 3\n      - key: other\n        value: analytics\n        limit: 9\n",
+        encoding="utf-8",
+    )
+    with dg.DagsterInstance.from_config(str(home)) as bare:
+        assert stage_tag_limits(bare) == {}
+        assert apply_stage_pools(bare) == {}
+        assert bare.event_log_storage.get_pool_limits() == []
+        assert bare.global_op_concurrency_default_limit == 1
+
+
+def test_the_limit_set_by_hand_is_reset_to_the_stage_limit(instance):
+    instance.event_log_storage.set_concurrency_slots("analytics", 5)
+    assert apply_stage_pools(instance) == {"analytics": 1, "import": 2}
+    assert {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}["analytics"] == 1
