@@ -22,6 +22,7 @@ from ordersys_pipelines.assets.analytics import (
     materialize_days,
 )
 from ordersys_pipelines.assets.imports import ORDERS
+from ordersys_pipelines.assets.stages import STAGE_POOLS
 from ordersys_pipelines.cli import instance_home
 from ordersys_pipelines.cli.stage_pools import apply_stage_pools, stage_tag_limits
 from ordersys_pipelines.domain.analytics.kpis import KPI_FIELDS, compute_range
@@ -70,6 +71,7 @@ def test_each_partition_of_a_range_run_shows_its_own_day(instance, analytics, re
         assert shown == kpis.as_hash() == {k: int(v) for k, v in stored[day].items()}, day
         assert metadata["net_revenue_amount"].value == pytest.approx(kpis.revenue_cents / 100)
         assert metadata["run_days"].value == 31  # how the run went: the same on every partition
+        assert not [name for name in metadata if name.startswith(("total_", "days_written"))]
     # The busiest day is not the range's total: 2024-03-10 shows 3 orders, the run 4.
     assert latest_of_day(instance, "2024-03-10").metadata["order_count"].value == 3
     run = instance.get_run_by_id(result.run_id)
@@ -88,6 +90,16 @@ def test_the_leaderboard_follows_the_days_in_lineage_and_once_per_run(instance, 
         result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=1000
     ).records
     assert [r.event_log_entry.dagster_event.asset_key for r in planned].count(LEADERBOARD) == 1
+
+
+def test_every_asset_a_catalog_run_can_launch_is_in_its_stage_pool(settings):
+    from ordersys_pipelines.definitions import build_defs
+
+    graph = build_defs(settings).resolve_asset_graph()
+    pools = {key.to_user_string(): graph.assets_def_for_key(key).node_def.pool for key in graph.executable_asset_keys}
+    assert pools == {"orders_csv": "import", "product_catalog": "import",
+                     "daily_kpis": "analytics", "customer_leaderboard": "analytics"}
+    assert set(pools.values()) == set(STAGE_POOLS)
 
 
 def test_the_stage_pools_take_the_stage_tag_limits(instance):
