@@ -46,6 +46,8 @@ up() {
   "$bin/ordersys" db upgrade
   # Dagster's event-write switches for webserver, daemon and run workers (cli/instance_home.py).
   eval "$("$bin/python" -m ordersys_pipelines.cli.instance_home --event-env)"
+  # Stage pools take their limits from the stage tag limits (dagster.yaml, "Run limits").
+  "$bin/python" -m ordersys_pipelines.cli.stage_pools
   # `dg dev` on the workspace file, started from $home: the instance's own dagster.yaml is the
   # only one in sight (in the project root, the production file would earn a warning that it is
   # not the instance's).

@@ -133,10 +133,14 @@ def test_a_range_is_one_run_and_rematerializing_changes_nothing(analytics, resou
     planned_keys = [r.event_log_entry.dagster_event.asset_key for r in planned]
     # One planned event per day, and ONE for the unpartitioned leaderboard (not one per day).
     assert planned_keys.count(DAILY_KPIS) == 31 and planned_keys.count(LEADERBOARD) == 1
-    metadata = first.asset_materializations_for_node("daily_kpis")[0].metadata
-    assert metadata["days_written"].value == 31
-    assert metadata["total_order_count"].value == 4
-    assert metadata["total_revenue_cents"].value == 5_000 + 12_601 - 4_000
+    # Each partition shows its own day; the run carries the range's totals.
+    by_day = {m.partition: m.metadata for m in first.asset_materializations_for_node("daily_kpis")}
+    for day, kpis in MARCH_BERLIN.items():
+        assert {name: by_day[day.isoformat()][name].value for name in kpis.as_hash()} == kpis.as_hash()
+    assert by_day["2024-03-10"]["run_days"].value == 31
+    assert by_day["2024-03-31"]["order_count"].value == 0
+    assert run.tags["ordersys/kpi_days"] == "31" and run.tags["ordersys/kpi_orders"] == "4"
+    assert instance.get_run_by_id(run.run_id).tags["ordersys/kpi_net_revenue"] == "136.01 EUR"
     stored = store.read_days(MARCH_BERLIN)
     assert stored == {day: {k: str(v) for k, v in kpis.as_hash().items()} for day, kpis in MARCH_BERLIN.items()}
     assert store.read_day(d("2024-03-31")) == {k: "0" for k in DayKpis().as_hash()}
@@ -164,8 +168,11 @@ def test_leaderboard_asset(analytics, resources, store, engine, march):
     # Alice: 10000 + 2599 − 3000; Bob: 5000 + 2 − 1000.
     assert [(c.name, c.net_revenue_cents) for c in top] == [("Alice", 9_599), ("Bob", 4_002)]
     (materialization,) = materializations_of(result, LEADERBOARD)
-    table = materialization.metadata["top_10"].value
-    assert "| 1 | Alice |" in table and "95.99 EUR" in table and "40.02 EUR" in table
+    table = materialization.metadata["top_10"]
+    assert isinstance(table, dg.TableMetadataValue)
+    assert [(r.data["rank"], r.data["customer"], r.data["net_revenue"]) for r in table.records] == [
+        (1, "Alice", "95.99 EUR"), (2, "Bob", "40.02 EUR")]
+    assert [c.name for c in table.schema.columns][:4] == ["rank", "customer", "email", "net_revenue"]
     assert materialization.metadata["dagster/row_count"].value == 2
     checks = checks_of(result)
     assert checks["sum_equals_net_revenue"].passed and checks["length_equals_customers_with_revenue"].passed

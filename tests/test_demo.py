@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
@@ -52,3 +53,17 @@ def test_demo_runs_every_stage(sqlite_url, redis_resource, tmp_path, monkeypatch
         engine, "SELECT sum(amount_cents) FROM refunds WHERE status = 'processed'")
     assert int(sum(score for _, score in leaderboard)) == net
     assert list(client.scan_iter(match=redis_resource.key("kpi:daily:*")))
+
+
+@pytest.mark.parametrize("columns", ["80", "50"])
+def test_the_refund_table_shows_refs_whole(columns, monkeypatch, capsys):
+    from ordersys_pipelines.cli.demo import print_refunds
+
+    monkeypatch.setenv("COLUMNS", columns)
+    ref, reference = "ORD-2026-0000123456", "demo-123456789-ORD-2026-0000123456"
+    print_refunds([(ref, reference, "1234.56", "partial", "processed", "repeated: same refund"),
+                   ("ORD-2026-0000123457", "demo-1-ORD-2026-0000123457", "", "", "rejected", "not [b]refundable[/b]")])
+    shown = capsys.readouterr().out
+    assert ref in shown and reference in shown and "demo-1-ORD-2026-0000123457" in shown
+    assert "1234.56" in shown and "processed" in shown and "…" not in shown
+    assert "[b]" in shown  # a reason is text, never markup

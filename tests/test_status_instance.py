@@ -117,3 +117,22 @@ def test_status_shows_runs_and_their_causes(instance_home, sqlite_url, monkeypat
     stages = {s["stage"]: s for s in report["stages"]}
     assert (stages["refunds"]["runs_queued"], stages["notifications"]["runs_running"]) == (2, 1)
     assert report["runs_read"] and str(instance_home) in report["instance"]
+
+
+@dg.asset(pool="analytics")
+def pooled_days() -> None:
+    """Stands in for daily_kpis: only its pool matters here."""
+
+
+def test_a_catalog_run_queued_without_a_stage_tag_counts_in_its_pool_stage(instance_home):
+    catalog_job = dg.Definitions(assets=[pooled_days]).resolve_implicit_global_asset_job_def()
+    origin = RemoteJobOrigin(ORIGIN.repository_origin, catalog_job.name)
+    with dg.DagsterInstance.get() as instance:
+        queued = instance.create_run_for_job(catalog_job, tags={"dagster/backfill": "b1"},
+                                             status=dg.DagsterRunStatus.QUEUED, remote_job_origin=origin)
+        plain = instance.create_run_for_job(stage_job, tags={}, status=dg.DagsterRunStatus.QUEUED,
+                                            remote_job_origin=ORIGIN)
+        assert "ordersys/stage" not in instance.get_run_by_id(queued.run_id).tags
+    now = time.time()
+    view = read_instance_runs(instance_home, since_epoch=now - 3600, now_epoch=now)
+    assert view.queued == {"analytics": 1, "other": 1}, plain.run_id

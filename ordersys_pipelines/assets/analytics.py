@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 import dagster as dg
 
 from ordersys_pipelines.assets.imports import ORDERS
+from ordersys_pipelines.assets.stages import ANALYTICS_POOL, tag_run_with_stage
 from ordersys_pipelines.dagster_warnings import accepted_dagster_warnings
 from ordersys_pipelines.domain.analytics.checks import Difference, day_differences, leaderboard_differences
 from ordersys_pipelines.domain.analytics.days import local_midnight_utc
@@ -52,6 +53,8 @@ LEADERBOARD = dg.AssetKey("customer_leaderboard")
 # Dagster's run tags for a run over a range of partitions (what a single-run backfill sets).
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# The totals of a KPI run, on the run (run_totals_tags).
+KPI_DAYS_TAG, KPI_ORDERS_TAG, KPI_NET_REVENUE_TAG = "ordersys/kpi_days", "ordersys/kpi_orders", "ordersys/kpi_net_revenue"
 _MAX_DIFFERENCES_SHOWN = 25
 
 
@@ -102,11 +105,26 @@ def _differences_md(differences: list[Difference]) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_table(["day", "field", "database", "redis"], rows))
 
 
-def _top_md(top: list[RankedCustomer], currency: str) -> dg.MetadataValue:
-    rows = [
-        [str(c.rank), c.name, c.email or "", grouped(c.net_revenue_cents, currency)] for c in top
+TOP_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("rank", "int"),
+        dg.TableColumn("customer", "string"),
+        dg.TableColumn("email", "string"),
+        dg.TableColumn("net_revenue", "string", description="Net revenue in the shop's currency"),
+        dg.TableColumn("net_revenue_cents", "int"),
     ]
-    return dg.MetadataValue.md(markdown_table(["rank", "customer", "email", "net revenue"], rows, numeric=["rank", "net revenue"]))
+)
+
+
+def _top_table(top: list[RankedCustomer], currency: str) -> dg.MetadataValue:
+    """The top customers as a Dagster table: the UI sizes and scrolls its columns itself, so a
+    long name or email no longer pushes the figures out of sight."""
+    records = [
+        dg.TableRecord({"rank": c.rank, "customer": c.name, "email": c.email or "",
+                        "net_revenue": grouped(c.net_revenue_cents, currency), "net_revenue_cents": c.net_revenue_cents})
+        for c in top
+    ]
+    return dg.MetadataValue.table(records, schema=TOP_SCHEMA)
 
 
 def _left_out_metadata(left_out: list[LeftOut]) -> dict:
@@ -118,21 +136,32 @@ def _left_out_metadata(left_out: list[LeftOut]) -> dict:
             "rows_left_out_sample": dg.MetadataValue.md(markdown_table(["table", "id", "reason"], rows))}
 
 
-def _kpi_metadata(first: date, last: date, kpis: dict[date, DayKpis], currency: str) -> dict:
-    """A single day shows its values; a range shows its totals and how many days it wrote."""
-    summed = total(kpis)
-    values = summed.as_hash()
-    if first == last:
-        metadata = {name: values[name] for name in KPI_FIELDS}
-    else:
-        metadata = {
-            "days_written": len(kpis),
-            "first_day": first.isoformat(),
-            "last_day": last.isoformat(),
-            **{f"total_{name}": values[name] for name in KPI_FIELDS if name != "average_order_value_cents"},
-        }
-    metadata["net_revenue"] = grouped(summed.revenue_cents, currency)
-    return metadata
+def _amount(cents: int) -> dg.MetadataValue:
+    """An amount in major units as a float metric, for the catalog's plots only; the cents
+    fields beside it are the exact figures."""
+    return dg.MetadataValue.float(cents / 100)
+
+
+def day_metadata(day: DayKpis, currency: str) -> dict:
+    """The figures of one day, as its partition's materialization shows (and plots) them."""
+    values = day.as_hash()
+    return {
+        **{name: values[name] for name in KPI_FIELDS},
+        "net_revenue": grouped(values["revenue_cents"], currency),
+        "net_revenue_amount": _amount(values["revenue_cents"]),
+        "gross_revenue_amount": _amount(values["gross_revenue_cents"]),
+        "average_order_value_amount": _amount(values["average_order_value_cents"]),
+    }
+
+
+def run_totals_tags(summed: DayKpis, days: int, currency: str) -> dict[str, str]:
+    """The totals of a run over several days: tags on the run (its page and the runs list
+    show them), never on a partition, whose metadata is its own day's."""
+    return {
+        KPI_DAYS_TAG: str(days),
+        KPI_ORDERS_TAG: str(summed.order_count),
+        KPI_NET_REVENUE_TAG: grouped(summed.revenue_cents, currency),
+    }
 
 
 def redis_matches_database(
@@ -190,6 +219,7 @@ def build_analytics(settings: Settings) -> Analytics:
             ),
             partitions_def=partitions_def,
             backfill_policy=dg.BackfillPolicy.single_run(),
+            pool=ANALYTICS_POOL,
             deps=[ORDERS],
             group_name=GROUP,
             owners=OWNERS,
@@ -230,7 +260,9 @@ def build_analytics(settings: Settings) -> Analytics:
             store.write_days({day: value.as_hash() for day, value in kpis.items()})
             stored = store.read_days(kpis)
             seconds = time.perf_counter() - started
-            context.log.info(f"wrote {len(kpis)} day(s) {first}..{last} in {seconds:.3f}s")
+            summed = total(kpis)
+            context.log.info(f"wrote {len(kpis)} day(s) {first}..{last} in {seconds:.3f}s: {summed.order_count} "
+                             f"orders, net revenue {grouped(summed.revenue_cents, currency)}")
 
             checks = [
                 redis_matches_database(kpis, stored),
@@ -246,10 +278,17 @@ def build_analytics(settings: Settings) -> Analytics:
                     },
                 ),
             ]
+            # Each partition's materialization carries its own day's figures, also in a range run;
+            # what the MaterializeResult says is on every partition, so it only says how the
+            # run that wrote them went.
+            for day, value in kpis.items():
+                context.add_asset_metadata(day_metadata(value, currency), partition_key=day.isoformat())
+            tag_run_with_stage(context, "analytics", **run_totals_tags(summed, len(kpis), currency))
             return dg.MaterializeResult(
                 metadata={
-                    **_kpi_metadata(first, last, kpis, currency),
-                    "dagster/row_count": len(kpis),
+                    "run_first_day": first.isoformat(),
+                    "run_last_day": last.isoformat(),
+                    "run_days": len(kpis),
                     "sql_seconds": round(sql_seconds, 4),
                     "seconds": round(seconds, 4),
                     "days_per_second": round(len(kpis) / seconds, 1) if seconds else 0.0,
@@ -258,15 +297,17 @@ def build_analytics(settings: Settings) -> Analytics:
                 check_results=checks,
             )
 
-    # The op is named `rebuild_customer_leaderboard` so that its step comes after daily_kpis'
-    # step (steps of one level are ordered by name). Dagster 1.13 gives a run the partitions of
-    # the asset of its last step; were that daily_kpis, a range run would also log a planned
-    # event for every day against this unpartitioned asset (365 extra event writes in a year's
-    # backfill). Declaring a dependency on daily_kpis instead orders the steps too, but then
-    # Dagster plans the leaderboard once per upstream day all the same (measured: 31 planned
-    # events on a 31-day run instead of 1). A test guards this.
+    # The leaderboard follows the KPIs: declared as a dependency on every day of daily_kpis
+    # (AllPartitionMapping), so the lineage reads orders -> daily_kpis -> customer_leaderboard,
+    # the refresh job runs its step after the days, and a backfill builds it once, after the
+    # whole range. Its op keeps the name `rebuild_customer_leaderboard` for one reason only:
+    # Dagster 1.13 gives a run the partitions definition of the asset of the last step in
+    # step-key order (DagsterInstance.create_run), and the dependency does not change that
+    # order. Were daily_kpis last, a range run would log a planned event for every day against
+    # this unpartitioned asset (31 on a 31-day run, 365 on a year's backfill). A test guards it.
     @dg.multi_asset(
         name="rebuild_customer_leaderboard",
+        pool=ANALYTICS_POOL,
         specs=[
             dg.AssetSpec(
                 "customer_leaderboard",
@@ -276,7 +317,7 @@ def build_analytics(settings: Settings) -> Analytics:
                     "leaderboard:customers:names; rebuilt under temporary keys and renamed into place "
                     "atomically."
                 ),
-                deps=[ORDERS],
+                deps=[ORDERS, dg.AssetDep(daily_kpis, partition_mapping=dg.AllPartitionMapping())],
                 group_name=GROUP,
                 owners=OWNERS,
                 kinds={"redis", "sql"},
@@ -313,6 +354,7 @@ def build_analytics(settings: Settings) -> Analytics:
         store.write_leaderboard(entries)
         members, total_cents = store.leaderboard_summary()
         seconds = time.perf_counter() - started
+        tag_run_with_stage(context, "analytics")
         context.log.info(f"leaderboard of {len(entries)} customers in {seconds:.3f}s")
 
         return dg.MaterializeResult(
@@ -320,7 +362,7 @@ def build_analytics(settings: Settings) -> Analytics:
                 "dagster/row_count": len(entries),
                 "total_net_revenue": grouped(expected.net_revenue_cents, currency),
                 "total_net_revenue_cents": expected.net_revenue_cents,
-                "top_10": _top_md(store.leaderboard_top(10), currency),
+                "top_10": _top_table(store.leaderboard_top(10), currency),
                 "customers_left_out": len(ranked.left_out),
                 **({"customers_left_out_sample": dg.MetadataValue.md(markdown_table(
                     ["customer id", "reason"],

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from ordersys_pipelines.assets.stages import IMPORT_POOL, tag_run_with_stage
 from ordersys_pipelines.domain.imports.catalog import CatalogResult, load_catalog
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 from ordersys_pipelines.domain.imports.files import FAILED, PROCESSED, move_aside
@@ -57,12 +58,14 @@ def catalog_metadata(result: CatalogResult, path: Path) -> dict:
     owners=["team:imports"],
     kinds={"csv", "sql"},
     tags=STAGE_TAGS,
+    pool=IMPORT_POOL,
     description="Products and their stock as set by catalog files (stock is never set below what is reserved).",
 )
 @retry_transient
 def product_catalog(
     context: dg.AssetExecutionContext, config: CatalogConfig, database: DatabaseResource, imports: ImportsResource
 ) -> dg.MaterializeResult:
+    tag_run_with_stage(context, "import")
     path = _locate(config.path, imports)
     try:
         result = load_catalog(database.engine, path, chunk_rows=imports.chunk_rows, encoding=config.encoding)

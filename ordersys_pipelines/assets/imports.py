@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from ordersys_pipelines.assets.stages import IMPORT_POOL, tag_run_with_stage
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 from ordersys_pipelines.domain.imports.files import FAILED, PROCESSED, find_partition_file, move_aside
 from ordersys_pipelines.domain.imports.importer import (
@@ -106,6 +107,7 @@ def import_metadata(result: ImportResult, path: Path) -> dict:
     owners=["team:imports"],
     kinds={"csv", "pyarrow", "sql"},
     tags=STAGE_TAGS,
+    pool=IMPORT_POOL,
     description=(
         "Order lines of one CSV file (one partition per file, keyed by name and content hash): "
         "streamed in chunks, validated, staged and merged into customers, products, orders and "
@@ -127,6 +129,7 @@ def import_metadata(result: ImportResult, path: Path) -> dict:
 def orders_csv(
     context: dg.AssetExecutionContext, config: OrdersCsvConfig, database: DatabaseResource, imports: ImportsResource
 ) -> dg.MaterializeResult:
+    tag_run_with_stage(context, "import")
     path = _locate(config, context.partition_key, imports)
     options = imports.options(date_format=config.date_format, columns=config.columns, encoding=config.encoding)
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from ordersys_pipelines.cli import instance_home, runtime
 from ordersys_pipelines.cli.analytics import kpi, leaderboard, refresh
-from ordersys_pipelines.cli.console import console
+from ordersys_pipelines.cli.console import console, plain_text
 from ordersys_pipelines.cli.imports import import_file, print_catalog_summary, print_import_summary
 from ordersys_pipelines.cli.notifications import report
 from ordersys_pipelines.cli.process import process
@@ -64,6 +65,30 @@ def busiest_day(settings: Settings) -> str | None:
     return str(row[0]) if row else None
 
 
+REFUND_COLUMNS = ("order / reference", "amount", "type", "status", "note")
+_TABLE_MIN_WIDTH = 80  # below it, one refund per line: a squeezed table would cut the refs
+
+
+def print_refunds(rows: list[tuple[str, str, str, str, str, str]]) -> None:
+    """(order ref, reference, amount, type, status, note) per request. Refs and references are
+    what an operator copies: shown whole, never cut with an ellipsis. The reference goes under
+    its order's ref so the table fits 80 columns; a narrower terminal gets plain lines."""
+    out = console()
+    if out.width < _TABLE_MIN_WIDTH:
+        out.print("Refund requests")
+        for order_ref, reference, *rest in rows:
+            out.print(plain_text(" ".join([order_ref, reference, *(value for value in rest if value)])))
+        return
+    table = Table(title="Refund requests")
+    for column in REFUND_COLUMNS:
+        folding = column == "note"
+        table.add_column(column, justify="right" if column == "amount" else "left",
+                         no_wrap=not folding, overflow="fold")
+    for order_ref, reference, *rest in rows:
+        table.add_row(Text("\n").join([plain_text(order_ref), plain_text(reference)]), *(plain_text(v) for v in rest))
+    out.print(table)
+
+
 def request_demo_refunds(settings: Settings, count: int, seed: int) -> None:
     """Refund `count` finalized orders: the first half in full, the rest 30 %; the first request
     is sent twice with the same reference to show it is one refund."""
@@ -74,13 +99,7 @@ def request_demo_refunds(settings: Settings, count: int, seed: int) -> None:
             .order_by(orders.c.order_ref)
             .limit(count)
         ).all()
-    table = Table(title="Refund requests")
-    # Refs and references are what an operator copies: shown whole, never cut with an ellipsis.
-    for column in ("order", "reference"):
-        table.add_column(column, no_wrap=True)
-    for column in ("amount", "type", "status"):
-        table.add_column(column, justify="right" if column == "amount" else "left")
-    table.add_column("note", overflow="fold")
+    rows = []
     requests = [(ref, total, i < (count + 1) // 2) for i, (ref, total) in enumerate(chosen)]
     if requests:
         requests.insert(1, requests[0])  # the same request again: idempotent
@@ -95,10 +114,10 @@ def request_demo_refunds(settings: Settings, count: int, seed: int) -> None:
                 )
                 note = "new" if result.created else "repeated: same refund"
                 refund = result.refund
-                table.add_row(order_ref, reference, plain(refund.amount_cents), refund.type, refund.status, note)
+                rows.append((order_ref, reference, plain(refund.amount_cents), refund.type, refund.status, note))
             except RefundRefused as refused:
-                table.add_row(order_ref, reference, "", "", "rejected", refused.reason)
-    console().print(table)
+                rows.append((order_ref, reference, "", "", "rejected", refused.reason))
+    print_refunds(rows)
 
 
 def log_notifications_to_file() -> Path:

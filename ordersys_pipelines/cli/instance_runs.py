@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    case,
     create_engine,
     func,
     or_,
@@ -62,7 +63,12 @@ _meta = MetaData()
 runs_table = Table(
     "runs", _meta, Column("id", Integer, primary_key=True), Column("run_id", String(255)),
     Column("pipeline_name", Text), Column("status", String(63)), Column("start_time", Float), Column("end_time", Float),
+    Column("run_body", Text),
 )
+# A run launched from the catalog: no stage tag until its first step starts, but the concurrency
+# pools of its steps (named after their stage, assets/stages.py) are in the stored run.
+ASSET_JOB = "__ASSET_JOB"
+STAGE_POOLS = ("import", "analytics")
 run_tags_table = Table("run_tags", _meta, Column("id", Integer, primary_key=True), Column("run_id", String(255)),
                        Column("key", Text), Column("value", Text))
 event_logs_table = Table("event_logs", _meta, Column("id", Integer, primary_key=True), Column("run_id", String(255)),
@@ -105,9 +111,12 @@ class _Run:
     end_time: float | None
     tags: dict[str, str]
 
+    pools: tuple[str, ...] = ()
+
     @property
     def stage(self) -> str:
-        return self.tags.get(STAGE_TAG) or JOB_STAGES.get(self.job_name, "other")
+        pooled = next((pool for pool in STAGE_POOLS if pool in self.pools), None)
+        return self.tags.get(STAGE_TAG) or JOB_STAGES.get(self.job_name) or pooled or "other"
 
     @property
     def root(self) -> str:
@@ -186,11 +195,23 @@ class _Storage:
         return self._sqlite_dir is None or (self._sqlite_dir / "runs.db").is_file()
 
 
+def _pools(run_body: str | None) -> tuple[str, ...]:
+    """The concurrency pools in a stored run (Dagster's serialized DagsterRun), or none."""
+    try:
+        concurrency = (json.loads(run_body) if run_body else {}).get("run_op_concurrency") or {}
+        pools = (concurrency.get("all_pools") or {}).get("__set__") or []
+    except (ValueError, AttributeError):
+        return ()
+    return tuple(str(pool) for pool in pools)
+
+
 def _runs(conn, where, limit: int) -> list[_Run]:
+    runs = runs_table.c
+    # Only a catalog run's body is read (the rest are classified by their tag or job name).
+    body = case((runs.pipeline_name == ASSET_JOB, runs.run_body), else_=None).label("run_body")
     rows = conn.execute(
-        select(runs_table.c.id, runs_table.c.run_id, runs_table.c.pipeline_name, runs_table.c.status,
-               runs_table.c.start_time, runs_table.c.end_time)
-        .where(where).order_by(runs_table.c.id.desc()).limit(limit)
+        select(runs.id, runs.run_id, runs.pipeline_name, runs.status, runs.start_time, runs.end_time, body)
+        .where(where).order_by(runs.id.desc()).limit(limit)
     ).all()
     tags: dict[str, dict[str, str]] = defaultdict(dict)
     ids = [row.run_id for row in rows]
@@ -201,7 +222,7 @@ def _runs(conn, where, limit: int) -> list[_Run]:
         ):
             tags[run_id][key] = value
     return [_Run(row.id, row.run_id, row.pipeline_name, row.status, row.start_time, row.end_time,
-                 tags.get(row.run_id, {})) for row in rows]
+                 tags.get(row.run_id, {}), _pools(row.run_body)) for row in rows]
 
 
 def _error_cause(error: dict | None) -> str | None:
