@@ -24,6 +24,7 @@ import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
 
+from ordersys_pipelines.domain.failures import DATA_FAILURE, FAILURE_KIND
 from ordersys_pipelines.settings import get_settings
 
 # Exceptions that mean "the other side did not answer", whatever the statement or the data.
@@ -42,8 +43,6 @@ TRANSIENT_CLASSES: tuple[type[BaseException], ...] = (
 # first heals by waiting.
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "unable to open database")
 _CHAIN_DEPTH = 8
-# The failure's metadata entry saying a step refused its input (a `dg.Failure` without retries).
-FAILURE_KIND, DATA_FAILURE = "failure_kind", "data"
 
 
 def _transient_dbapi_error(exc: sqlalchemy.exc.DBAPIError) -> bool:

@@ -17,6 +17,7 @@ from test_production_instance import instance_database  # noqa: F401  (a fixture
 
 from ordersys_pipelines.cli import main
 from ordersys_pipelines.cli.instance_runs import read_instance_runs
+from ordersys_pipelines.step_retries import retry_transient
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where a queued run would be launched from (the instance requires one; nothing launches it here).
@@ -36,6 +37,18 @@ def work(context):
 @dg.job
 def stage_job() -> None:
     work()
+
+
+@dg.op
+@retry_transient
+def refuse(context):
+    """As the project's steps refuse bad input: a failure without retries, marked a data failure."""
+    raise dg.Failure(description="march.csv: missing required column(s): unit_price", allow_retries=False)
+
+
+@dg.job
+def refusing_job() -> None:
+    refuse()
 
 
 def _run(instance, tags: dict, error: str = "") -> str:
@@ -117,6 +130,27 @@ def test_status_shows_runs_and_their_causes(instance_home, sqlite_url, monkeypat
     stages = {s["stage"]: s for s in report["stages"]}
     assert (stages["refunds"]["runs_queued"], stages["notifications"]["runs_running"]) == (2, 1)
     assert report["runs_read"] and str(instance_home) in report["instance"]
+
+
+def test_a_data_failure_says_fix_the_input_not_reexecute(instance_home, sqlite_url, monkeypatch, tmp_path):
+    monkeypatch.setenv("ORDERSYS_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("ORDERSYS_INBOX", str(tmp_path / "inbox"))
+    with dg.DagsterInstance.get() as instance:
+        refused = refusing_job.execute_in_process(instance=instance, raise_on_error=False, tags={STAGE: "import"})
+    now = time.time()
+    (failed,) = read_instance_runs(instance_home, since_epoch=now - 3600, now_epoch=now).failed
+    assert (failed.run_id, failed.data_failure) == (refused.run_id, True)
+    assert failed.cause == "refuse: march.csv: missing required column(s): unit_price"
+
+    result = CliRunner().invoke(main, ["status"], catch_exceptions=False, env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "bad input: fix it, re-executing fails the same way" in result.output
+    assert "ordersys runs reexecute" not in result.output  # it would fail again
+
+    with dg.DagsterInstance.get() as instance:  # a failure a re-execution may heal brings the advice back
+        _run(instance, {STAGE: "workflow"}, "connection to the gateway reset")
+    result = CliRunner().invoke(main, ["status"], catch_exceptions=False, env={"COLUMNS": "250"})
+    assert "ordersys runs reexecute RUN_ID" in result.output
 
 
 @dg.asset(pool="analytics")

@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-from ordersys_pipelines.domain.failures import one_line
+from ordersys_pipelines.domain.failures import DATA_FAILURE, FAILURE_KIND, one_line
 
 DEFAULT_HOME = ".dagster_home"  # where `make up` and `make demo` keep the instance
 IN_FLIGHT = ("QUEUED", "NOT_STARTED", "MANAGED", "STARTING", "STARTED", "CANCELING")
@@ -88,6 +88,7 @@ class FailedRun:
     subject: str  # partition, day range or file, when the run had one
     cause: str  # the first line of the failing step's error
     retrying: bool  # a retry or re-execution of it is queued or running
+    data_failure: bool = False  # a step refused its input: re-executing fails the same way
 
 
 @dataclass
@@ -232,10 +233,20 @@ def _error_cause(error: dict | None) -> str | None:
     return error.get("message") if isinstance(error, dict) else None
 
 
-def _failure_line(storage: _Storage, run_id: str) -> str:
+def _marked_data_failure(failure_data: dict) -> bool:
+    """The step's failure metadata says it refused its input (step_retries marks it so); the
+    stored form is a list of metadata entries, each with its label and entry data."""
+    for entry in failure_data.get("metadata_entries") or ():
+        if isinstance(entry, dict) and entry.get("label") == FAILURE_KIND:
+            return (entry.get("entry_data") or {}).get("text") == DATA_FAILURE
+    return False
+
+
+def _failure_line(storage: _Storage, run_id: str) -> tuple[str, bool]:
+    """The run's cause in one line, and whether it is a data failure."""
     engine = storage.events(run_id)
     if engine is None:
-        return "(no event log)"
+        return "(no event log)", False
     try:
         with engine.connect() as conn:
             rows = conn.execute(
@@ -257,11 +268,12 @@ def _failure_line(storage: _Storage, run_id: str) -> str:
         dagster_event = entry.get("dagster_event") or {}
         data = dagster_event.get("event_specific_data") or {}
         step = dagster_event.get("step_key")
-        described = (data.get("user_failure_data") or {}).get("description")
-        cause = described or _error_cause(data.get("error")) or dagster_event.get("message") or entry.get("user_message")
+        failure_data = data.get("user_failure_data") or {}
+        cause = (failure_data.get("description") or _error_cause(data.get("error")) or dagster_event.get("message")
+                 or entry.get("user_message"))
         if cause:
-            return one_line(f"{step}: {cause}" if step else cause)
-    return "(no error recorded)"
+            return one_line(f"{step}: {cause}" if step else cause), _marked_data_failure(failure_data)
+    return "(no error recorded)", False
 
 
 def read_instance_runs(home: Path, *, since_epoch: float, now_epoch: float, failure_limit: int = 10) -> InstanceRuns:
@@ -288,8 +300,9 @@ def read_instance_runs(home: Path, *, since_epoch: float, now_epoch: float, fail
             continue
         retrying = run.tags.get(WILL_RETRY_TAG) == "true" or any(
             other.status in IN_FLIGHT and other.heals(run) for other in later)
-        view.failed.append(FailedRun(run.run_id, run.job_name, run.stage, run.end_time, run.subject,
-                                     _failure_line(storage, run.run_id), retrying))
+        cause, data_failure = _failure_line(storage, run.run_id)
+        view.failed.append(FailedRun(run.run_id, run.job_name, run.stage, run.end_time, run.subject, cause,
+                                     retrying, data_failure))
         if len(view.failed) == failure_limit:
             break
     return view

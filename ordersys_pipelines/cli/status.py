@@ -38,6 +38,7 @@ class StatusReport:
     files: list[FileRecord]
     instance: str  # where the runs were read from, or why they were not
     runs_read: bool
+    reexecutable_runs: int = 0  # failed runs a re-execution may heal (not refused input)
 
 
 def _read_runs(report_since: datetime, now: datetime, limit: int) -> tuple[instance_runs.InstanceRuns | None, str]:
@@ -80,14 +81,17 @@ def build_report(since_hours: float, limit: int) -> StatusReport:
                                    note="backlog: work runs not yet followed by a refresh"))
         failures += [
             Failure(f"run of {run.job_name}", run.run_id + (f" ({run.subject})" if run.subject else ""),
-                    run.cause + (" [being retried]" if run.retrying else ""), 1, instance_runs.as_datetime(run.ended_at))
+                    run.cause + (" [being retried]" if run.retrying else "")
+                    + (" [bad input: fix it, re-executing fails the same way]" if run.data_failure else ""),
+                    1, instance_runs.as_datetime(run.ended_at))
             for run in runs.failed
         ]
         failures.sort(key=lambda f: f.latest_at or datetime.min, reverse=True)
     else:
         stages.append(StageFigures("analytics", "refresh runs", None, None, None, note="known to the Dagster instance"))
     return StatusReport(now, since, stages, runs.queued if runs else {}, runs.running if runs else {},
-                        failures, files, where, runs is not None)
+                        failures, files, where, runs is not None,
+                        sum(not run.data_failure for run in runs.failed) if runs else 0)
 
 
 def _age(seconds: float | None) -> str:
@@ -141,7 +145,7 @@ def print_report(report: StatusReport) -> None:
             failures.add_row(_when(failure.latest_at), failure.kind, f"{failure.count:,}", plain_text(failure.subject),
                              plain_text(failure.cause))
         out.print(failures)
-        if any(f.kind.startswith("run of") for f in report.failures):
+        if report.reexecutable_runs:
             out.print("[dim]Re-execute a failed run: ordersys runs reexecute RUN_ID[/]")
     else:
         out.print(f"No failures in the last {hours:g} h.")

@@ -25,6 +25,9 @@ from ordersys_pipelines.db.schema import (
 from ordersys_pipelines.domain.orders.states import FAILED
 
 ONE_LINE = 200
+# The failure metadata entry a step sets when it refused its input (a rejected file, a refused
+# refund): re-executing the run would fail the same way, the input must be fixed.
+FAILURE_KIND, DATA_FAILURE = "failure_kind", "data"
 
 
 @dataclass(frozen=True)
