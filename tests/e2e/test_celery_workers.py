@@ -58,7 +58,7 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(tmp_path) -> Iterator[Deployment]:
+def deployment(tmp_path, redis_resource) -> Iterator[Deployment]:
     """Two databases of its own (ordersys data, Dagster instance storage), a queue of its own and
     two workers on it, started and stopped by scripts/workers.sh."""
     tag = f"celery_{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -84,6 +84,10 @@ def deployment(tmp_path) -> Iterator[Deployment]:
         "ORDERSYS_CELERY_QUEUE": f"ordersys-{tag}",
         "ORDERSYS_WORKERS_DIR": str(workers_dir),
         "ORDERSYS_GATEWAY_SEED": "5",
+        # The session's Redis (a prefix of its own): unconfigured, `ordersys process` would start
+        # the embedded server for its KPI refresh and leave it running.
+        "ORDERSYS_REDIS_URL": redis_resource.url,
+        "ORDERSYS_REDIS_PREFIX": redis_resource.key_prefix,
         # Long: recovery must not wait for a lease to lapse.
         "ORDERSYS_CLAIM_LEASE_SECONDS": "600",
     }
