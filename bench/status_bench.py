@@ -39,7 +39,7 @@ import dagster as dg
 from sqlalchemy import func, select
 from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.db.schema import import_files, notifications, orders, payment_callbacks, refunds
-from ordersys_pipelines.definitions import defs
+from ordersys_pipelines.definitions import build_defs
 from ordersys_pipelines.settings import get_settings
 
 with get_engine(get_settings().database_url).connect() as conn:
@@ -47,7 +47,7 @@ with get_engine(get_settings().database_url).connect() as conn:
                    notifications.c.status):
         conn.execute(select(column, func.count()).group_by(column)).all()
 instance = dg.DagsterInstance.get()
-for job in sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")):
+for job in sorted(j.name for j in build_defs().resolve_all_job_defs() if not j.name.startswith("__")):
     instance.get_run_records(dg.RunsFilter(job_name=job), limit=3)
 instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=10)
 """
