@@ -34,10 +34,23 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Engine,
+    Text,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from ordersys_pipelines.db.dialect import update_returning
 from ordersys_pipelines.db.engine import utcnow
+from ordersys_pipelines.db.rowsets import in_ids, rowset
 from ordersys_pipelines.db.schema import notifications
 from ordersys_pipelines.domain.claims import claim, claimable
 from ordersys_pipelines.domain.isolation import describe, in_savepoint, is_data_error, isolate
@@ -191,14 +204,16 @@ def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, lim
             result.breakers = breakers.report()
             return result
         ready, broken = _prepare_isolated(conn, ids, config)
-        if ready:
+        if ready:  # one statement for the batch, the rendered texts as one parameter
+            texts = rowset(conn, ((r.row.id, r.channel, r.message.subject, r.message.body, r.message.payload)
+                                  for r in ready),
+                           [("id", BigInteger()), ("channel", Text()), ("subject", Text()), ("body", Text()),
+                            ("payload", Text())], "rendered")
             conn.execute(
                 update(notifications)
-                .where(n.id == bindparam("nid"))
-                .values(status="sending", channel=bindparam("ch"), subject=bindparam("subj"),
-                        body=bindparam("text"), payload=bindparam("doc")),
-                [{"nid": r.row.id, "ch": r.channel, "subj": r.message.subject, "text": r.message.body,
-                  "doc": r.message.payload} for r in ready],
+                .where(n.id == texts.c.id)
+                .values(status="sending", channel=texts.c.channel, subject=texts.c.subject,
+                        body=texts.c.body, payload=texts.c.payload)
             )
         marks = []
         for row, channel, error in broken:
@@ -359,7 +374,7 @@ def _write_marks(conn: Connection, marks: list[_Mark], claimant: str) -> None:
     if sent:  # the common case, one statement; sent_at is the group's last send (within a second)
         conn.execute(
             update(notifications)
-            .where(n.id.in_([mark.nid for mark in sent]), n.claimed_by == claimant)
+            .where(in_ids(conn, n.id, [mark.nid for mark in sent]), n.claimed_by == claimant)
             .values(status="sent", attempts=n.attempts + 1, sent_at=max(mark.sent for mark in sent),
                     claimed_by=None, claim_expires_at=None)
         )
