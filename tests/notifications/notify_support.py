@@ -102,6 +102,7 @@ class SmtpRecorder:
     delay_seconds: float = 0.0
     messages: list[EmailMessage] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
+    peers: list = field(default_factory=list)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
@@ -110,6 +111,7 @@ class SmtpRecorder:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        self.peers.append(session.peer)  # one (host, port) per SMTP session
         if self.delay_seconds:
             time.sleep(self.delay_seconds)  # holds the server's loop: a slow server
         self.raw.append(envelope.original_content)
