@@ -9,6 +9,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from notify_support import free_port
 from sqlalchemy import update
 
 from ordersys_pipelines.db.engine import utcnow
@@ -166,3 +167,20 @@ def test_a_run_that_dies_half_way_leaves_only_what_it_marked_sent(shop, engine, 
     keys = [row.dedup_key for row in rows]
     assert result.sent == 3 and [row.status for row in shop.notifications()] == ["sent"] * 7
     assert receiver.keys == keys[:5] + keys[4:]
+
+
+def test_credentials_in_the_url_stay_out_of_the_errors_and_a_bad_scheme_waits(shop, engine, config):
+    shop.enqueue("order_shipped", shop.orders(2))
+    port = free_port()
+    result = dispatch_pending(engine, config(channel="webhook", webhook_url=f"http://hook:s3cret@127.0.0.1:{port}/h",
+                                             backoff_seconds=60), claimant="run")
+    assert result.retried == 2
+    errors = [row.last_error for row in shop.notifications()]
+    assert all(f"webhook http://127.0.0.1:{port}/h unavailable" in e and "s3cret" not in e for e in errors)
+
+    with engine.begin() as conn:
+        conn.execute(update(notifications).values(next_attempt_at=utcnow()))
+    result = dispatch_pending(engine, config(channel="webhook", webhook_url="ftp://127.0.0.1/h", backoff_seconds=60),
+                              claimant="run2")
+    assert (result.retried, result.failed) == (2, 0)  # a setting to fix, not a message to drop
+    assert all("is not an http(s) URL" in row.last_error for row in shop.notifications())

@@ -253,7 +253,7 @@ class WebhookChannel(Channel):
         if self._conn is None:
             parts = urlsplit(self.config.webhook_url or "")
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise PermanentError(f"webhook URL {self.url!r} is not an http(s) URL")
+                raise ChannelUnavailable(f"webhook URL {self.url!r} is not an http(s) URL")
             kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
             self._conn = kind(parts.hostname, parts.port, timeout=self.config.timeout_seconds)
             self._used = False
