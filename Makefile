@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # loadgroup: the end-to-end tests (xdist_group "stack") share one worker and so one stack.
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: venv demo test lint check-defs ui up down workers workers-stop bench bench-import bench-workflow bench-analytics bench-notifications bench-latency bench-backfill clean
+.PHONY: venv demo test lint check-defs ui up down workers workers-stop bench bench-import bench-workflow bench-analytics bench-notifications bench-process bench-latency bench-backfill clean
 
 venv: $(STAMP)
 
@@ -50,7 +50,7 @@ workers: venv
 workers-stop:
 	scripts/workers.sh stop
 
-bench: bench-import bench-workflow bench-analytics bench-notifications
+bench: bench-import bench-workflow bench-analytics bench-notifications bench-process
 
 bench-import: venv
 	$(BIN)/python bench/import_bench.py
@@ -62,7 +62,10 @@ bench-analytics: venv
 	$(BIN)/python bench/analytics_bench.py
 
 bench-notifications: venv
-	$(BIN)/python bench/notifications_bench.py
+	$(BIN)/python bench/notifications_bench.py --webhook $(BENCH_ARGS)
+
+bench-process: venv
+	$(BIN)/python bench/process_bench.py $(BENCH_ARGS)
 
 # The running stack, drop to done: the defaults next to the settings before (BENCH_ARGS e.g. "--rows 100000 --pg").
 BENCH_ARGS ?=

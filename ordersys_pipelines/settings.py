@@ -21,6 +21,10 @@ def _default_database_url() -> str:
     return f"sqlite:///{Path.cwd() / '.ordersys' / 'ordersys.db'}"
 
 
+def _default_notify_log_file() -> str:
+    return str(Path.cwd() / ".ordersys" / "notifications.log")
+
+
 def default_kpi_start_date(today: date | None = None) -> str:
     """The first day of the month a year back: the daily KPI partitions cover the last year
     (about 370 days, not every day since some fixed year) and the start moves once a month, not
@@ -137,6 +141,7 @@ class Settings:
     refund_max_attempts: int = 5
     refund_backoff_seconds: int = 30
     notify_channel: str = NotifierConfig.channel
+    notify_log_file: str = NotifierConfig.log_file
     notify_max_attempts: int = NotifierConfig.max_attempts
     # Retry delay after the n-th failed attempt: backoff * 2**(n-1), at most an hour.
     notify_backoff_seconds: float = NotifierConfig.backoff_seconds
@@ -208,6 +213,7 @@ class Settings:
             refund_max_attempts=_int("ORDERSYS_REFUND_MAX_ATTEMPTS", 5, minimum=1),
             refund_backoff_seconds=_int("ORDERSYS_REFUND_BACKOFF_SECONDS", 30),
             notify_channel=_str("ORDERSYS_NOTIFY_CHANNEL", cls.notify_channel),
+            notify_log_file=_str("ORDERSYS_NOTIFY_LOG_FILE", _default_notify_log_file()),
             notify_max_attempts=_int("ORDERSYS_NOTIFY_MAX_ATTEMPTS", cls.notify_max_attempts, minimum=1),
             notify_backoff_seconds=_float("ORDERSYS_NOTIFY_BACKOFF_SECONDS", cls.notify_backoff_seconds, minimum=0),
             notify_batch_size=_int("ORDERSYS_NOTIFY_BATCH_SIZE", cls.notify_batch_size, minimum=1),

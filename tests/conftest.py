@@ -199,6 +199,7 @@ def settings(db_url, redis_prefix, tmp_path, monkeypatch) -> Settings:
         "ORDERSYS_REDIS_PREFIX": redis_prefix,
         "ORDERSYS_INBOX": str(inbox),
         "ORDERSYS_GATEWAY_SEED": "7",
+        "ORDERSYS_NOTIFY_LOG_FILE": str(tmp_path / "notifications.log"),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

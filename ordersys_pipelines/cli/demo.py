@@ -6,7 +6,6 @@ add their own step to the sequence.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
@@ -120,18 +119,6 @@ def request_demo_refunds(settings: Settings, count: int, seed: int) -> None:
     print_refunds(rows)
 
 
-def log_notifications_to_file() -> Path:
-    """The log channel writes one JSON line per notification: a file keeps the demo readable."""
-    path = Path(".ordersys/notifications.log")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    channel_logger = logging.getLogger("ordersys.notifications")
-    channel_logger.addHandler(handler)
-    channel_logger.propagate = False
-    return path
-
-
 def show_before(ctx: click.Context, command: click.Command, **params) -> None:
     """Run a read command; before the first KPI run there may be nothing to read yet."""
     try:
@@ -174,7 +161,7 @@ def demo(ctx: click.Context, rows: int, refund_count: int, bad_rows: int, seed: 
                     + ("" if redis_given else " (embedded: ORDERSYS_REDIS_URL is not set)"))
     console().print(f"runs     recorded in the Dagster instance in {home} (the one `make up` shows)")
     if settings.notify_channel == "log":
-        console().print(f"customer notifications (log channel) are written to {log_notifications_to_file()}")
+        console().print(f"customer notifications (log channel) are written to {settings.notify_log_file}")
 
     step("2. Catalog")
     catalog_file = DEMO_DIR / "catalog.csv"

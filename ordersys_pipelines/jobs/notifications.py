@@ -4,6 +4,7 @@ import dagster as dg
 
 from ordersys_pipelines.domain.notifications.dispatch import dispatch_pending
 from ordersys_pipelines.domain.tables import markdown_table
+from ordersys_pipelines.jobs.common import SUMMARY_KEY
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.notifier import NotifierResource
 from ordersys_pipelines.step_retries import retry_transient
@@ -33,7 +34,10 @@ def dispatch_notifications(
     )
     if result.failed:
         context.log.warning(f"{result.failed} notifications failed; e.g. {result.errors[:3]}")
+    rate = round(result.claimed / result.seconds, 1) if result.seconds else 0.0
     metadata = {
+        SUMMARY_KEY: f"sent {result.sent:,}, retried {result.retried:,}, failed {result.failed:,}, "
+                     f"handed back {sum(result.deferred.values()):,} ({rate:,.0f}/s)",
         "claimed": result.claimed,
         "sent": result.sent,
         "retried": result.retried,
@@ -43,7 +47,7 @@ def dispatch_notifications(
         "channels_open": ", ".join(b.channel for b in result.breakers if b.is_open) or "none",
         "batches": result.batches,
         "seconds": round(result.seconds, 3),
-        "notifications_per_second": round(result.claimed / result.seconds, 1) if result.seconds else 0.0,
+        "notifications_per_second": rate,
         "by_type_and_channel": dg.MetadataValue.md(result.markdown()),
     }
     if result.breakers:

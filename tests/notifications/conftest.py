@@ -3,9 +3,11 @@ HTTP server receiving webhooks. Helpers live in notify_support."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from notify_support import Shop, SmtpServer, WebhookServer, make_config
@@ -71,6 +73,13 @@ def webhook_server():
 
 
 @pytest.fixture
-def config():
-    """NotifierConfig(**overrides) with fast retries (no backoff, three attempts)."""
-    return make_config
+def log_file(tmp_path) -> Path:
+    """Where the log channel of `config` writes."""
+    return tmp_path / "notifications.log"
+
+
+@pytest.fixture
+def config(log_file):
+    """NotifierConfig(**overrides) with fast retries (no backoff, three attempts), the log
+    channel writing to `log_file`."""
+    return functools.partial(make_config, log_file=str(log_file))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
@@ -100,6 +102,7 @@ class SmtpRecorder:
     delay_seconds: float = 0.0
     messages: list[EmailMessage] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
+    peers: list = field(default_factory=list)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
@@ -108,6 +111,7 @@ class SmtpRecorder:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        self.peers.append(session.peer)  # one (host, port) per SMTP session
         if self.delay_seconds:
             time.sleep(self.delay_seconds)  # holds the server's loop: a slow server
         self.raw.append(envelope.original_content)
@@ -154,6 +158,12 @@ class WebhookServer:
     requests: list[dict] = field(default_factory=list)
     statuses: list[tuple[int, str]] = field(default_factory=list)  # responses to give, then 200
     on_request: Callable[[dict], None] | None = None  # runs before the response is given
+
+
+def log_lines(path) -> list[dict]:
+    """The JSON lines the log channel wrote to `path`."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()] \
+        if Path(path).exists() else []
 
 
 def make_config(**overrides) -> NotifierConfig:

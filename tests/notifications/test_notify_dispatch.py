@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 from datetime import timedelta
 
+from notify_support import log_lines
 from sqlalchemy import event, update
 
 from ordersys_pipelines.db.engine import utcnow
@@ -14,12 +14,7 @@ from ordersys_pipelines.domain.notifications.dispatch import dispatch_batch, dis
 from ordersys_pipelines.domain.notifications.outbox import ORDER_TYPES
 
 
-def _log_lines(caplog) -> list[dict]:
-    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "ordersys.notifications"]
-
-
-def test_every_type_is_rendered_sent_and_recorded(shop, engine, caplog, config):
-    caplog.set_level(logging.INFO, logger="ordersys.notifications")
+def test_every_type_is_rendered_sent_and_recorded(shop, engine, log_file, config):
     customer = shop.customer(name="Zoë Ångström", email="zoe@example.com")
     order = shop.order(customer, "A-1", lines=[("SKU-1", "Crème brûlée", 2, 61725), ("SKU-2", "Spoon", 1, 0)],
                        reason="card_expired")
@@ -46,7 +41,7 @@ def test_every_type_is_rendered_sent_and_recorded(shop, engine, caplog, config):
     assert "€29.99" in by_type["refund_processed"].subject
     assert "Reason: gateway timeout" in by_type["refund_failed"].body
     assert "Reason" not in by_type["refund_processed"].body.replace("Reason: damaged in transit", "")
-    logged = _log_lines(caplog)
+    logged = log_lines(log_file)
     assert sorted(line["notification_id"] for line in logged) == [row.id for row in rows]
     assert {line["subject"] for line in logged} == {row.subject for row in rows}
     # Nothing is due any more: a second dispatch claims nothing and sends nothing.

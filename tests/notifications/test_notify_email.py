@@ -181,3 +181,11 @@ def test_a_customer_without_an_email_address_fails_by_email(shop, smtp_server, c
     settings = config(channel="email", smtp_port=smtp_server.port)
     assert dispatch_pending(shop.engine, settings, claimant="run").failed == 1
     assert shop.notifications()[0].last_error == "the customer has no e-mail address"
+
+
+def test_one_smtp_session_serves_every_batch_of_a_run(shop, smtp_server, config):
+    shop.enqueue("order_shipped", shop.orders(7))
+    result = dispatch_pending(shop.engine, config(channel="email", smtp_port=smtp_server.port, batch_size=3),
+                              claimant="run")
+    assert (result.sent, result.batches) == (7, 3)
+    assert len(smtp_server.recorder.peers) == 7 and len(set(smtp_server.recorder.peers)) == 1

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
-from notify_support import free_port
+from notify_support import free_port, log_lines
 from sqlalchemy import update
 
 from ordersys_pipelines.db.schema import notifications
@@ -89,10 +88,9 @@ def test_operator_alert_by_email(smtp_server, config):
     assert "See the run in the UI." in message.get_content()
 
 
-def test_operator_alert_falls_back_to_a_log_line_without_an_address(config, caplog):
-    caplog.set_level(logging.INFO, logger="ordersys.notifications")
+def test_operator_alert_falls_back_to_a_log_line_without_an_address(config, log_file):
     assert notify_operator(config(channel="email"), "Run failed", "details") == "log"
-    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "ordersys.notifications"]
+    [line] = log_lines(log_file)
     assert (line["type"], line["subject"], line["body"]) == ("operator_alert", "Run failed", "details")
 
 
@@ -109,6 +107,7 @@ def test_operator_alert_by_webhook_and_a_failed_alert_raises(webhook_server, con
 def test_rows_whose_claim_went_to_another_run_are_not_sent(shop, engine, webhook_server, config, monkeypatch):
     """A run whose lease lapsed mid-batch (and whose rows another run took) stops sending them."""
     monkeypatch.setattr(dispatch, "FLUSH_EVERY", 1)  # check the claim before every message
+    monkeypatch.setattr(dispatch, "RENEW_AFTER", 0)
     shop.enqueue("order_shipped", shop.orders(4))
     ids = [row.id for row in shop.notifications()]
 

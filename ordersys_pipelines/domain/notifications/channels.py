@@ -13,22 +13,25 @@ from __future__ import annotations
 import email.policy
 import http.client
 import json
-import logging
+import os
 import smtplib
 import ssl
-import urllib.error
-import urllib.request
+import sys
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from ordersys_pipelines.domain.notifications.config import NotifierConfig
 from ordersys_pipelines.domain.payments.signing import sign
 
 SIGNATURE_HEADER = "Ordersys-Signature"
 _POLICY = email.policy.SMTP.clone(cte_type="7bit")
-logger = logging.getLogger("ordersys.notifications")
+# A receiver's answer is read whole so the connection can serve the next request; past this it
+# is not drained (the connection is dropped instead) and only its head is kept for the error.
+MAX_RESPONSE_BYTES = 64 * 1024
 
 
 class ChannelError(Exception):
@@ -82,21 +85,31 @@ class Channel:
 
 
 class LogChannel(Channel):
-    """One JSON line per notification on the `ordersys.notifications` logger."""
+    """One JSON line per notification, appended to `log_file` ("-": stderr).
+
+    Not a Python logger: a managed logger puts every line into the dispatch run's Dagster event
+    log (one event write each, the run's whole cost); the run's log keeps the per-batch summary
+    instead. Each line is one write to a file opened for appending, so the lines of dispatch runs
+    in parallel never interleave, and a line is out of the process before its row is marked sent.
+    """
 
     name = "log"
 
     def __init__(self, config: NotifierConfig):
         super().__init__(config)
-        if logger.level == logging.NOTSET:
-            logger.setLevel(logging.INFO)
-        if not logger.hasHandlers():  # a bare process: make sure the line is written somewhere
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            logger.addHandler(handler)
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        path = Path(self.config.log_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ChannelUnavailable(f"notification log {path} cannot be opened: {_describe(exc)}") from exc
+        return self._fd
 
     def send(self, message: Message) -> None:
-        logger.info(json.dumps({
+        line = json.dumps({
             "event": "notification",
             "channel": self.name,
             "notification_id": message.notification_id,
@@ -105,7 +118,26 @@ class LogChannel(Channel):
             "recipient": message.recipient,
             "subject": message.subject,
             "body": message.body,
-        }, ensure_ascii=False))
+        }, ensure_ascii=False) + "\n"
+        if self.config.log_file == "-":
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            return
+        data = line.encode()
+        try:
+            written = os.write(self._fd if self._fd is not None else self._open(), data)
+        except OSError as exc:
+            self.close()
+            raise ChannelUnavailable(f"notification log {self.config.log_file} not written: {_describe(exc)}") from exc
+        if written != len(data):  # a full disk: the line is cut, so it counts as not written
+            self.close()
+            raise ChannelUnavailable(f"notification log {self.config.log_file} not written: {written} of "
+                                     f"{len(data)} bytes (disk full?)")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class EmailChannel(Channel):
@@ -193,46 +225,93 @@ class EmailChannel(Channel):
             self._smtp = None
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # a POST must not turn into a GET elsewhere
-        return None
-
-
 class WebhookChannel(Channel):
     """HTTP POST of the notification's JSON, signed like the gateway's callbacks
-    (`Ordersys-Signature: t=<epoch>,v1=<HMAC-SHA256 of "<t>." + body>`)."""
+    (`Ordersys-Signature: t=<epoch>,v1=<HMAC-SHA256 of "<t>." + body>`).
+
+    One keep-alive connection serves every message of a batch (and of a run). A receiver that
+    closed it while idle shows at the next request, before any answer: that request is sent
+    once more on a new connection (receivers deduplicate on `Idempotency-Key`). After any other
+    failure the connection is dropped, so a late answer is never read as the next one's. The
+    timeout bounds the connect and each wait for the receiver; redirects are not followed."""
 
     name = "webhook"
 
     def __init__(self, config: NotifierConfig):
         super().__init__(config)
-        self._opener = urllib.request.build_opener(_NoRedirects)
+        self._conn: http.client.HTTPConnection | None = None
+        self._used = False  # the connection has served a request (so it may have gone stale)
+        self.connections = 0  # opened so far (for tests and benchmarks)
+
+    @property
+    def url(self) -> str:
+        """The URL as messages show it: without user and password."""
+        parts = urlsplit(self.config.webhook_url or "")
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            parts = urlsplit(self.config.webhook_url or "")
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ChannelUnavailable(f"webhook URL {self.url!r} is not an http(s) URL")
+            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            self._conn = kind(parts.hostname, parts.port, timeout=self.config.timeout_seconds)
+            self._used = False
+            self.connections += 1
+        return self._conn
+
+    def _target(self) -> str:
+        parts = urlsplit(self.config.webhook_url or "")
+        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
     def send(self, message: Message) -> None:
-        url = self.config.webhook_url
-        if not url:
+        if not self.config.webhook_url:
             raise ChannelUnavailable("webhook channel without a URL (set ORDERSYS_NOTIFY_WEBHOOK_URL)")
         body = message.payload.encode()
-        request = urllib.request.Request(url, data=body, method="POST", headers={
+        headers = {
             "Content-Type": "application/json; charset=utf-8",
             "User-Agent": "ordersys-notifier",
             SIGNATURE_HEADER: sign(body, self.config.webhook_secret),
             "Ordersys-Event": message.type,
             # Delivery is at least once: receivers deduplicate on this key.
             "Idempotency-Key": message.event_id,
-        })
-        try:
-            with self._opener.open(request, timeout=self.config.timeout_seconds) as response:
-                response.read()
-        except urllib.error.HTTPError as exc:
-            detail = f"HTTP {exc.code} {exc.reason} from {url}: {_excerpt(exc)}"
-            if exc.code >= 500 or exc.code in (408, 425, 429):  # the one receiver is in trouble
-                raise TransientError(detail, channel_wide=True) from exc
-            raise PermanentError(detail) from exc
-        except urllib.error.URLError as exc:
-            raise ChannelUnavailable(f"webhook {url} unavailable: {_describe(exc.reason)}") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            raise ChannelUnavailable(f"webhook {url} unavailable: {_describe(exc)}") from exc
+        }
+        for attempt in (1, 2):
+            conn = self._connection()
+            reused = self._used
+            try:
+                conn.request("POST", self._target(), body=body, headers=headers)
+                response = conn.getresponse()
+                status, reason = response.status, response.reason
+                text = self._read(response)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self.close()
+                if reused and attempt == 1:  # the receiver closed the idle connection: once more
+                    continue
+                raise ChannelUnavailable(f"webhook {self.url} unavailable: {_describe(exc)}") from exc
+            except (OSError, http.client.HTTPException) as exc:  # refused, timed out, garbled
+                self.close()
+                raise ChannelUnavailable(f"webhook {self.url} unavailable: {_describe(exc)}") from exc
+            self._used = True
+            break
+        if 200 <= status < 300:
+            return
+        detail = f"HTTP {status} {reason} from {self.url}: {text.strip()[:300] or '(no body)'}"
+        if status >= 500 or status in (408, 425, 429):  # the one receiver is in trouble
+            raise TransientError(detail, channel_wide=True)
+        raise PermanentError(detail)  # 4xx, and 3xx: a POST is not redirected
+
+    def _read(self, response: http.client.HTTPResponse) -> str:
+        """The answer's text; the connection is kept only when the answer was read to its end."""
+        data = response.read(MAX_RESPONSE_BYTES + 1)
+        if len(data) > MAX_RESPONSE_BYTES or not response.isclosed() or response.will_close:
+            self.close()
+        return data[:300 * 4].decode(errors="replace")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 CHANNEL_CLASSES: dict[str, type[Channel]] = {c.name: c for c in (LogChannel, EmailChannel, WebhookChannel)}
@@ -279,14 +358,6 @@ def _describe(exc: BaseException | str) -> str:
     if isinstance(exc, str):
         return exc
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _excerpt(exc: urllib.error.HTTPError, limit: int = 300) -> str:
-    try:
-        text = exc.read(limit).decode(errors="replace").strip()
-    except OSError:
-        text = ""
-    return text or "(no body)"
 
 
 def _quietly_close(smtp: smtplib.SMTP, polite: bool = False) -> None:

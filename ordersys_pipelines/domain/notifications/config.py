@@ -12,9 +12,11 @@ MAX_BACKOFF_SECONDS = 3600.0
 @dataclass(frozen=True)
 class NotifierConfig:
     channel: str = "log"
+    # Where the log channel writes its JSON lines: a file (appended to), or "-" for stderr.
+    log_file: str = ".ordersys/notifications.log"
     max_attempts: int = 5
     backoff_seconds: float = 30.0
-    batch_size: int = 200
+    batch_size: int = 1000
     # How long a dispatch run owns the notifications it claimed; renewed while it sends.
     lease_seconds: int = 300
     timeout_seconds: float = 10.0
@@ -40,6 +42,7 @@ class NotifierConfig:
         templates = settings.notify_templates_dir
         return cls(
             channel=settings.notify_channel,
+            log_file=settings.notify_log_file,
             max_attempts=settings.notify_max_attempts,
             backoff_seconds=settings.notify_backoff_seconds,
             batch_size=settings.notify_batch_size,

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, case, exists, select
 
+from ordersys_pipelines.db.rowsets import in_ids
 from ordersys_pipelines.db.schema import (
     customers,
     notifications,
@@ -117,7 +118,7 @@ def load_rows(conn: Connection, ids: Iterable[int]) -> list[NotificationRow]:
         .outerjoin(orders, orders.c.id == n.order_id)
         .outerjoin(customers, customers.c.id == n.customer_id)
         .outerjoin(refunds, refunds.c.id == n.refund_id)
-        .where(n.id.in_(list(ids)))
+        .where(in_ids(conn, n.id, ids))
         .order_by(n.id)
     )
     return [NotificationRow(**row._mapping) for row in conn.execute(query)]
@@ -132,7 +133,7 @@ def attach_lines(conn: Connection, rows: list[NotificationRow]) -> None:
         select(order_lines.c.order_id, products.c.sku, products.c.name, order_lines.c.quantity,
                order_lines.c.unit_price_cents)
         .join(products, products.c.id == order_lines.c.product_id)
-        .where(order_lines.c.order_id.in_(order_ids))
+        .where(in_ids(conn, order_lines.c.order_id, order_ids))
         .order_by(order_lines.c.order_id, order_lines.c.line_no)
     )
     by_order: dict[int, list[Line]] = defaultdict(list)

@@ -4,21 +4,26 @@
    on PostgreSQL, plus a lease), load what they are about with two queries, render the ones not
    rendered yet, store subject/body/payload/channel and mark them `sending`. COMMIT.
 2. Send outside any transaction (the workflow's transactions are long gone; ours is committed).
-3. Mark the outcome in small groups: `sent` (sent_at), back to `pending` with exponential backoff
-   (attempts + 1, next_attempt_at), or `failed` with the last error once the attempts reach
-   ORDERSYS_NOTIFY_MAX_ATTEMPTS or the receiving server refused for good. Each group also
-   renews the lease on the rest of the batch, and only rows still claimed by this run are sent.
+3. Mark the outcome in groups: `sent` (sent_at; one statement per group), back to `pending`
+   with exponential backoff (attempts + 1, next_attempt_at), or `failed` with the last error
+   once the attempts reach ORDERSYS_NOTIFY_MAX_ATTEMPTS or the receiving server refused for
+   good. Once a third of the lease has passed, the next group also renews the lease on the rest
+   of the batch (one statement, not one per group: that rewrote every unsent row each time),
+   and from then on only rows still claimed by this run are sent.
 
 An attempt is counted only for a notification that was tried. A channel that is down (failures
 in a row, see breaker.py) is not tried again by this run: its claimed notifications go back to
 `pending` untried (attempts unchanged), and later batches of the run do not claim its others.
 
 Overlapping runs never send the same notification: a row is claimed by one run at a time, and a
-claim is only taken over once its lease has lapsed. The at-least-once edge: a run that dies
+claim is only taken over once its lease has lapsed (which a renewal every third of it prevents). The at-least-once edge: a run that dies
 after sending but before its group of marks commits leaves those rows `sending`; when the lease
 expires another run takes them and sends them again. At most one unmarked group (FLUSH_EVERY
 messages or FLUSH_SECONDS of sending) is affected; webhook receivers get an `Idempotency-Key`
 and e-mails an `X-Ordersys-Event` header to recognise such a repeat.
+
+The channels (an SMTP session, a webhook's keep-alive connection, the log file) stay open for all
+the batches of a run.
 """
 
 from __future__ import annotations
@@ -29,10 +34,23 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Engine,
+    Text,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from ordersys_pipelines.db.dialect import update_returning
 from ordersys_pipelines.db.engine import utcnow
+from ordersys_pipelines.db.rowsets import in_ids, rowset
 from ordersys_pipelines.db.schema import notifications
 from ordersys_pipelines.domain.claims import claim, claimable
 from ordersys_pipelines.domain.isolation import describe, in_savepoint, is_data_error, isolate
@@ -57,8 +75,9 @@ from ordersys_pipelines.domain.tables import markdown_table
 
 OUTCOMES = ("sent", "retried", "failed")
 STAGE = "notification dispatch"
-FLUSH_EVERY = 50
+FLUSH_EVERY = 500
 FLUSH_SECONDS = 1.0
+RENEW_AFTER = 1 / 3  # of the lease: then the next group of marks renews the lease on the rest
 MAX_ERROR_CHARS = 2000
 n = notifications.c
 log = logging.getLogger("ordersys.notifications.dispatch")
@@ -164,10 +183,14 @@ def due_summary(conn: Connection, now: datetime | None = None, config: NotifierC
 
 
 def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, limit: int | None = None,
-                   breakers: Breakers | None = None) -> DispatchResult:
+                   breakers: Breakers | None = None, channels: Channels | None = None) -> DispatchResult:
     """Claim, render, send and mark one batch (up to `limit`, default config.batch_size).
     `claimant` names this run (unique per concurrent run, at most 64 characters); `breakers`
-    are the run's circuit breakers (default: as earlier runs left them)."""
+    are the run's circuit breakers (default: as earlier runs left them); `channels` the run's
+    open channels (default: opened for this batch and closed after it)."""
+    if channels is None:
+        with Channels(config) as own:
+            return dispatch_batch(engine, config, claimant=claimant, limit=limit, breakers=breakers, channels=own)
     started = time.monotonic()
     result = DispatchResult()
     with engine.begin() as conn:
@@ -181,14 +204,16 @@ def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, lim
             result.breakers = breakers.report()
             return result
         ready, broken = _prepare_isolated(conn, ids, config)
-        if ready:
+        if ready:  # one statement for the batch, the rendered texts as one parameter
+            texts = rowset(conn, ((r.row.id, r.channel, r.message.subject, r.message.body, r.message.payload)
+                                  for r in ready),
+                           [("id", BigInteger()), ("channel", Text()), ("subject", Text()), ("body", Text()),
+                            ("payload", Text())], "rendered")
             conn.execute(
                 update(notifications)
-                .where(n.id == bindparam("nid"))
-                .values(status="sending", channel=bindparam("ch"), subject=bindparam("subj"),
-                        body=bindparam("text"), payload=bindparam("doc")),
-                [{"nid": r.row.id, "ch": r.channel, "subj": r.message.subject, "text": r.message.body,
-                  "doc": r.message.payload} for r in ready],
+                .where(n.id == texts.c.id)
+                .values(status="sending", channel=texts.c.channel, subject=texts.c.subject,
+                        body=texts.c.body, payload=texts.c.payload)
             )
         marks = []
         for row, channel, error in broken:
@@ -196,7 +221,7 @@ def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, lim
             result.record(row.type, channel, "failed", row.id, error)
         _write_marks(conn, marks, claimant)
     result.claimed, result.batches = len(ids), 1
-    _send(engine, config, claimant, ready, result, breakers)
+    _send(engine, config, claimant, ready, result, breakers, channels, claimed_at=started)
     if breakers.changed:
         with engine.begin() as conn:
             breakers.save(conn, claimant)
@@ -216,11 +241,13 @@ def dispatch_pending(
     total = DispatchResult()
     with engine.connect() as conn:
         breakers = Breakers.load(conn, config)
-    while max_batches is None or total.batches < max_batches:
-        result = dispatch_batch(engine, config, claimant=claimant, limit=limit, breakers=breakers)
-        total.merge(result)
-        if not result.claimed:
-            break
+    with Channels(config) as channels:
+        while max_batches is None or total.batches < max_batches:
+            result = dispatch_batch(engine, config, claimant=claimant, limit=limit, breakers=breakers,
+                                    channels=channels)
+            total.merge(result)
+            if not result.claimed:
+                break
     total.seconds = time.monotonic() - started
     return total
 
@@ -271,41 +298,43 @@ def _prepare_isolated(conn: Connection, ids: list[int], config: NotifierConfig):
 
 
 def _send(engine: Engine, config: NotifierConfig, claimant: str, ready: list[_Ready], result: DispatchResult,
-          breakers: Breakers) -> None:
+          breakers: Breakers, channels: Channels, claimed_at: float) -> None:
     marks: list[_Mark] = []
-    ours: set[int] | None = None  # None: the whole batch, as claimed
-    last_flush = time.monotonic()
-    with Channels(config) as channels:
-        for item in sorted(ready, key=lambda r: (r.channel, r.row.id)):  # one SMTP session per batch
-            if marks and (len(marks) >= FLUSH_EVERY or time.monotonic() - last_flush >= FLUSH_SECONDS):
-                ours = _flush(engine, marks, claimant, config)
-                marks, last_flush = [], time.monotonic()
-            if ours is not None and item.row.id not in ours:
-                result.lost += 1
-                continue
-            breaker = breakers[item.channel]
-            if breaker.is_open:  # not tried: back to pending as it was, after the breaker's pause
-                breaker.defer()
-                result.deferred[item.channel] += 1
-                marks.append(_Mark(item.row.id, "deferred", item.row.attempts, None, breaker.retry_at, None))
-                continue
-            try:
-                channels.send(item.channel, item.message)
-                error = None
-            except (TransientError, PermanentError) as exc:
-                error = exc
-            except Exception as exc:  # noqa: BLE001 - a value the channel cannot take fails this one alone
-                if not is_data_error(exc):
-                    raise
-                error = PermanentError(f"bad data in {STAGE}: {describe(exc)}")
-            breaker.record(error, utcnow(), config.breaker_pause_seconds)
-            mark = _outcome(item.row, error, config, utcnow())
-            outcome = "sent" if mark.new_status == "sent" else (
-                "retried" if mark.new_status == "pending" else "failed")
-            result.record(item.row.type, item.channel, outcome, item.row.id, mark.error)
-            marks.append(mark)
+    ours: set[int] | None = None  # None: the whole batch, as claimed (the lease holds)
+    last_flush = renewed_at = claimed_at
+    for item in sorted(ready, key=lambda r: (r.channel, r.row.id)):  # channel by channel
+        if marks and (len(marks) >= FLUSH_EVERY or time.monotonic() - last_flush >= FLUSH_SECONDS):
+            renew = time.monotonic() - renewed_at >= config.lease_seconds * RENEW_AFTER
+            still_ours = _flush(engine, marks, claimant, config, renew=renew)
+            marks, last_flush = [], time.monotonic()
+            if renew:
+                ours, renewed_at = still_ours, last_flush
+        if ours is not None and item.row.id not in ours:
+            result.lost += 1
+            continue
+        breaker = breakers[item.channel]
+        if breaker.is_open:  # not tried: back to pending as it was, after the breaker's pause
+            breaker.defer()
+            result.deferred[item.channel] += 1
+            marks.append(_Mark(item.row.id, "deferred", item.row.attempts, None, breaker.retry_at, None))
+            continue
+        try:
+            channels.send(item.channel, item.message)
+            error = None
+        except (TransientError, PermanentError) as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - a value the channel cannot take fails this one alone
+            if not is_data_error(exc):
+                raise
+            error = PermanentError(f"bad data in {STAGE}: {describe(exc)}")
+        breaker.record(error, utcnow(), config.breaker_pause_seconds)
+        mark = _outcome(item.row, error, config, utcnow())
+        outcome = "sent" if mark.new_status == "sent" else (
+            "retried" if mark.new_status == "pending" else "failed")
+        result.record(item.row.type, item.channel, outcome, item.row.id, mark.error)
+        marks.append(mark)
     if marks:
-        _flush(engine, marks, claimant, config)
+        _flush(engine, marks, claimant, config, renew=False)
 
 
 def _outcome(row: NotificationRow, error: Exception | None, config: NotifierConfig, now: datetime) -> _Mark:
@@ -320,10 +349,14 @@ def _outcome(row: NotificationRow, error: Exception | None, config: NotifierConf
     return _Mark(row.id, "failed", attempts, message, now, None)
 
 
-def _flush(engine: Engine, marks: list[_Mark], claimant: str, config: NotifierConfig) -> set[int]:
-    """Write `marks` and renew the lease on the rest of the batch; returns the ids still ours."""
+def _flush(engine: Engine, marks: list[_Mark], claimant: str, config: NotifierConfig, *,
+           renew: bool) -> set[int] | None:
+    """Write `marks`; with `renew`, also renew the lease on the rest of the batch and return the
+    ids still ours (None without: the lease has not lapsed since the last renewal)."""
     with engine.begin() as conn:
         _write_marks(conn, marks, claimant)
+        if not renew:
+            return None
         renewed = update_returning(
             conn,
             update(notifications)
@@ -341,7 +374,7 @@ def _write_marks(conn: Connection, marks: list[_Mark], claimant: str) -> None:
     if sent:  # the common case, one statement; sent_at is the group's last send (within a second)
         conn.execute(
             update(notifications)
-            .where(n.id.in_([mark.nid for mark in sent]), n.claimed_by == claimant)
+            .where(in_ids(conn, n.id, [mark.nid for mark in sent]), n.claimed_by == claimant)
             .values(status="sent", attempts=n.attempts + 1, sent_at=max(mark.sent for mark in sent),
                     claimed_by=None, claim_expires_at=None)
         )

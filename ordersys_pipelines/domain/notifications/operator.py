@@ -48,4 +48,6 @@ def notify_operator(settings_or_resource, subject: str, body: str) -> str:
     except ChannelError as exc:
         log.error("operator alert %r could not be sent by %s: %s\n%s", subject, channel, exc, body)
         raise
+    if channel == "log":  # the line is in the notification log; say so where operators look
+        log.warning("operator alert %r written to %s", message.subject, config.log_file)
     return channel

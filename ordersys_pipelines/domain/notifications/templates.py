@@ -71,6 +71,9 @@ def environment(templates_dir: str | None = None) -> jinja2.Environment:
         autoescape=False,  # plain-text messages
         trim_blocks=True,
         lstrip_blocks=True,
+        # Templates are read once per process: checking every template and include for changes
+        # at every message was a third of rendering. A changed template applies to the next run.
+        auto_reload=False,
     )
     env.filters["money"] = _money
     return env
@@ -97,9 +100,10 @@ def render(notification_type: str, context: dict[str, Any], templates_dir: str |
     if missing:
         raise TemplateRenderError(name, f"has no {' or '.join(missing)} block")
     parts = {}
+    shared = template.new_context(context)  # blocks only read it (a `set` in a block is local)
     for block in BLOCKS:
         try:
-            parts[block] = "".join(template.blocks[block](template.new_context(context)))
+            parts[block] = "".join(template.blocks[block](shared))
         except jinja2.UndefinedError as exc:
             raise _undefined_error(name, template, exc) from None
         except jinja2.TemplateError as exc:
