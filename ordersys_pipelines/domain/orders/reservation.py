@@ -21,10 +21,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, or_, select
 
+from ordersys_pipelines.db import statistics
 from ordersys_pipelines.db.dialect import exclusive_transaction, lock_rows
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids
-from ordersys_pipelines.db.schema import import_files, order_lines, orders
+from ordersys_pipelines.db.schema import import_files, order_lines, orders, products
 from ordersys_pipelines.domain import claims, inventory
 from ordersys_pipelines.domain.isolation import in_savepoint, isolate
 from ordersys_pipelines.domain.notifications.outbox import enqueue_for_orders
@@ -166,6 +167,7 @@ def reserve_batch(
 ) -> ReservationResult:
     """Pick and reserve up to `batch_size` of the oldest eligible orders in one transaction.
     An order the reservation cannot read or write fails alone (domain.isolation)."""
+    statistics.refresh(engine, [orders.name, order_lines.name, products.name])
     with exclusive_transaction(engine, RESERVATION_LOCK) as conn:
         ids = lock_created(conn, limit=batch_size)
         if not ids:
