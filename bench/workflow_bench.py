@@ -387,6 +387,7 @@ def export(ref: str, folder: str) -> str:
     """The package as of git `ref`, in `folder` (to put first on PYTHONPATH)."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "ordersys_pipelines"], check=True,
                              capture_output=True).stdout
+    os.makedirs(folder)
     subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
     return folder
 
@@ -422,7 +423,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--parallel", default="1,2", help="parallel runs per level, comma-separated")
     parser.add_argument("--backend", choices=["postgresql", "mariadb", "sqlite"], default="postgresql")
-    parser.add_argument("--baseline", default="main", help="git ref to compare with ('' for none)")
+    parser.add_argument("--baseline", default="main", help="git ref(s) to compare with, comma-separated ('' for none)")
     parser.add_argument("--subset", type=int, default=10_000, help="orders for the one-order-per-transaction "
                                                                      "way (PostgreSQL; 0: skip)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -437,9 +438,8 @@ def main() -> None:
 
     common = ["--backend", args.backend, "--orders", str(args.orders), "--batch-size", str(args.batch_size)]
     with tempfile.TemporaryDirectory(prefix="ordersys-bench-baseline-") as folder:
-        variants = {"this": str(ROOT)}
-        if args.baseline:
-            variants = {args.baseline: export(args.baseline, folder), **variants}
+        refs = [ref for ref in args.baseline.split(",") if ref]
+        variants = {ref: export(ref, f"{folder}/{n}") for n, ref in enumerate(refs)} | {"this": str(ROOT)}
         print(f"{args.backend}, {args.orders:,} orders, batch {args.batch_size:,}, {os.cpu_count()} CPU cores; "
               f"variants: {', '.join(variants)} (alternating)")
         rates: dict[str, dict[int, float]] = {label: {} for label in variants}
