@@ -28,7 +28,6 @@ from ordersys_pipelines.db.rowsets import in_ids
 from ordersys_pipelines.db.schema import import_files, order_lines, orders, products
 from ordersys_pipelines.domain import claims, inventory
 from ordersys_pipelines.domain.isolation import in_savepoint, isolate
-from ordersys_pipelines.domain.notifications.outbox import enqueue_for_orders
 from ordersys_pipelines.domain.orders import poison
 from ordersys_pipelines.domain.orders.states import CREATED, FAILED, RESERVED, transition
 
@@ -153,8 +152,8 @@ def reserve_locked(
     transition(conn, allocation.reserved, RESERVED, None, run_id, expected_from=CREATED, now=now,
                claim_for=(claimant, now + timedelta(seconds=lease_seconds)))
     if allocation.failed:
-        transition(conn, allocation.failed.keys(), FAILED, allocation.failed, run_id, expected_from=CREATED, now=now)
-        enqueue_for_orders(conn, "order_failed", select(orders.c.id).where(in_ids(conn, orders.c.id, allocation.failed)))
+        transition(conn, allocation.failed.keys(), FAILED, allocation.failed, run_id, expected_from=CREATED, now=now,
+                   notify=("order_failed",))
     return ReservationResult(claimed=len(order_ids), reserved=allocation.reserved, failed=allocation.failed)
 
 

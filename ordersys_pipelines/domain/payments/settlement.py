@@ -26,7 +26,6 @@ from ordersys_pipelines.db.rowsets import in_ids, rowset
 from ordersys_pipelines.db.schema import orders, payment_callbacks
 from ordersys_pipelines.domain import claims, inventory
 from ordersys_pipelines.domain.isolation import in_savepoint, isolate
-from ordersys_pipelines.domain.notifications.outbox import enqueue_for_orders
 from ordersys_pipelines.domain.orders import poison
 from ordersys_pipelines.domain.orders.states import AWAITING_PAYMENT, CANCELLED, FAILED, FINALIZED, transition
 from ordersys_pipelines.domain.payments import paybacks
@@ -82,10 +81,6 @@ def own_claimed(conn: Connection, *, limit: int, claimant: str) -> list[int]:
         .where(payment_callbacks.c.status == "pending", payment_callbacks.c.claimed_by == claimant)
         .order_by(payment_callbacks.c.id).limit(limit)
     ).scalars())
-
-
-def _ids_select(conn: Connection, ids):
-    return select(orders.c.id).where(in_ids(conn, orders.c.id, ids))
 
 
 def apply_claimed(
@@ -159,13 +154,11 @@ def apply_claimed(
             status[order.id] = FAILED
 
     if result.finalized:
-        transition(conn, result.finalized, FINALIZED, None, run_id, expected_from=AWAITING_PAYMENT, now=now)
-        for kind in ("order_confirmed", "payment_succeeded"):
-            enqueue_for_orders(conn, kind, _ids_select(conn, result.finalized))
+        transition(conn, result.finalized, FINALIZED, None, run_id, expected_from=AWAITING_PAYMENT, now=now,
+                   notify=("order_confirmed", "payment_succeeded"))
     if result.declined:
-        transition(conn, result.declined, FAILED, result.declined, run_id, expected_from=AWAITING_PAYMENT, now=now)
-        for kind in ("payment_failed", "order_failed"):
-            enqueue_for_orders(conn, kind, _ids_select(conn, result.declined))
+        transition(conn, result.declined, FAILED, result.declined, run_id, expected_from=AWAITING_PAYMENT, now=now,
+                   notify=("payment_failed", "order_failed"))
 
     if late:
         result.paybacks_started = len(start_paybacks(conn, late, run_id=run_id, now=now))
@@ -282,8 +275,8 @@ def expire_overdue(
         inventory.lock_products_of_orders(conn, some)
         inventory.release_reserved(conn, some, now)
         reason = f"payment expired: no confirmation within {timeout_seconds} s"
-        transition(conn, some, FAILED, reason, run_id, expected_from=AWAITING_PAYMENT, now=now)
-        enqueue_for_orders(conn, "order_failed", _ids_select(conn, some))
+        transition(conn, some, FAILED, reason, run_id, expected_from=AWAITING_PAYMENT, now=now,
+                   notify=("order_failed",))
         return some
 
     # An order whose stock cannot be given back (or that cannot be read) fails alone.
