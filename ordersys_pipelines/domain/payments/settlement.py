@@ -215,7 +215,7 @@ def settle_batch(
     and a run that dies rolls back and frees them at once. `lease_seconds` is kept for the
     callers' signature; callbacks a run stamped earlier (`claim_callbacks`, the claimant being
     the run id) are taken back first by a retried attempt of that run."""
-    statistics.refresh(engine, [payment_callbacks.name, orders.name])
+    statistics.refresh(engine, [payment_callbacks.name])  # orders: the reservation refreshes them
     now = utcnow()
     with engine.begin() as conn:
         ids = own_claimed(conn, limit=batch_size, claimant=claimant) or lock_due_callbacks(
