@@ -33,7 +33,7 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,6 +180,8 @@ def run_loop(url: str, batch_size: int) -> dict:
 
     config = gateway_config()
     engine = get_engine(url)
+    backends = server_processes(engine)
+    cpu_started = time.process_time()
     phases = {"reserve": 0.0, "initiate": 0.0, "settle": 0.0}
     counts = {"reserved": 0, "failed": 0, "initiated": 0, "finalized": 0, "declined": 0, "rejected": 0}
     run = "bench-" + uuid.uuid4().hex[:8]
@@ -204,15 +206,39 @@ def run_loop(url: str, batch_size: int) -> dict:
         counts["rejected"] += len(settled.rejected)
         if not (reserved.claimed or initiated.claimed or settled.claimed):
             ended = time.time()
+            cpu = {"client": time.process_time() - cpu_started, "server": sum(map(cpu_seconds, backends))}
             engine.dispose()  # the backend exits and flushes its table statistics
-            return {"phases": phases, "counts": counts, "started": started, "ended": ended}
+            return {"phases": phases, "counts": counts, "cpu": cpu, "started": started, "ended": ended}
+
+
+def server_processes(engine) -> set[int]:
+    """The ids of the PostgreSQL backends serving `engine` (filled in as connections open)."""
+    pids: set[int] = set()
+    if engine.dialect.name == "postgresql" and os.path.isdir("/proc"):
+        @event.listens_for(engine, "connect")
+        def remember(dbapi_connection, _record):
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.add(cursor.fetchone()[0])
+            dbapi_connection.rollback()  # leave the fresh connection outside a transaction
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a local process so far (0 if it is gone or not readable).
+    On a shared machine CPU seconds per order are steadier than wall-clock rates."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def parallel(url: str, batch_size: int, runs: int) -> dict:
     """`runs` processes working one backlog at once; wall time from the first start to the last end."""
     with ProcessPoolExecutor(runs, mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = list(pool.map(run_loop, [url] * runs, [batch_size] * runs))
-    total = {key: {k: sum(p[key][k] for p in parts) for k in parts[0][key]} for key in ("phases", "counts")}
+    total = {key: {k: sum(p[key][k] for p in parts) for k in parts[0][key]} for key in ("phases", "counts", "cpu")}
     total["seconds"] = max(p["ended"] for p in parts) - min(p["started"] for p in parts)
     return total
 
@@ -268,6 +294,7 @@ def measure(backend: str, orders: int, runs: int, batch_size: int) -> dict:
         finally:
             drop_database(backend, url)
     result["rate"] = orders / result["seconds"]
+    result["orders"] = orders
     return result
 
 
@@ -406,6 +433,10 @@ def describe(label: str, runs: int, r: dict) -> str:
     line = (f"{label:<10} {runs} run(s): {r['rate']:>7,.0f} orders/s ({r['seconds']:.1f} s)  "
             f"[summed over runs: reserve {p['reserve']:.1f} s, initiate {p['initiate']:.1f} s, "
             f"settle {p['settle']:.1f} s]")
+    cpu = r["cpu"]
+    if cpu["server"]:
+        line += (f"\n{'':<10} CPU per 1,000 orders: {1000 * (cpu['client'] + cpu['server']) / r['orders']:.2f} s "
+                 f"(client {1000 * cpu['client'] / r['orders']:.2f}, server {1000 * cpu['server'] / r['orders']:.2f})")
     if "row_writes_per_order" in r:
         line += (f"\n{'':<10} row writes/order {r['row_writes_per_order']:.2f}, HOT updates "
                  f"{r['hot_share']:.0%} (orders {r['orders_hot_share']:.0%}); per table {r['per_table']}")
@@ -443,10 +474,12 @@ def main() -> None:
         print(f"{args.backend}, {args.orders:,} orders, batch {args.batch_size:,}, {os.cpu_count()} CPU cores; "
               f"variants: {', '.join(variants)} (alternating)")
         rates: dict[str, dict[int, float]] = {label: {} for label in variants}
+        cpu: dict[str, dict[int, float]] = {label: {} for label in variants}  # CPU s per order
         for runs in [int(n) for n in args.parallel.split(",")]:
             for label, code in variants.items():
                 result = child(code, *common, "--runs", str(runs))
                 rates[label][runs] = result["rate"]
+                cpu[label][runs] = (result["cpu"]["client"] + result["cpu"]["server"]) / args.orders
                 print(describe(label, runs, result), flush=True)
         if args.subset and args.backend == "postgresql":
             old = child(str(ROOT), "--orders", str(args.subset), "--per-order")
@@ -457,6 +490,9 @@ def main() -> None:
         if label != "this":
             print("this / " + label + ": " + ", ".join(f"{runs} run(s) {this[runs] / rate:.2f}x"
                                                        for runs, rate in by_runs.items()))
+            if cpu["this"].get(1):
+                print(f"CPU per order, {label} / this: " + ", ".join(
+                    f"{runs} run(s) {seconds / cpu['this'][runs]:.2f}x" for runs, seconds in cpu[label].items()))
     if 1 in this and 2 in this:
         print(f"scaling 1 → 2 runs: this {this[2] / this[1]:.2f}x" + "".join(
             f", {label} {r[2] / r[1]:.2f}x" for label, r in rates.items() if label != "this"))
