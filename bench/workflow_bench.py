@@ -491,7 +491,8 @@ def main() -> None:
             print("this / " + label + ": " + ", ".join(f"{runs} run(s) {this[runs] / rate:.2f}x"
                                                        for runs, rate in by_runs.items()))
             if cpu["this"].get(1):
-                print(f"CPU per order, {label} / this: " + ", ".join(
+                scope = "" if args.backend == "postgresql" else " (this client only)"
+                print(f"CPU per order{scope}, {label} / this: " + ", ".join(
                     f"{runs} run(s) {seconds / cpu['this'][runs]:.2f}x" for runs, seconds in cpu[label].items()))
     if 1 in this and 2 in this:
         print(f"scaling 1 → 2 runs: this {this[2] / this[1]:.2f}x" + "".join(
