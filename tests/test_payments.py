@@ -15,7 +15,12 @@ from ordersys_pipelines.domain.orders.reservation import reserve_batch
 from ordersys_pipelines.domain.payments import gateway
 from ordersys_pipelines.domain.payments.callbacks import epoch, receive
 from ordersys_pipelines.domain.payments.initiation import initiate_batch
-from ordersys_pipelines.domain.payments.settlement import claim_callbacks, expire_overdue, settle_batch
+from ordersys_pipelines.domain.payments.settlement import (
+    claim_callbacks,
+    expire_overdue,
+    lock_due_callbacks,
+    settle_batch,
+)
 from ordersys_pipelines.domain.payments.signing import sign
 
 RUN = dict(batch_size=1000, claimant="run-1", lease_seconds=60, run_id="run-1")
@@ -229,6 +234,27 @@ def test_callbacks_claimed_by_a_dead_run_are_settled_after_the_lease(engine):
     assert _settle(engine, config).finalized == [1]
     with engine.connect() as conn:
         assert statuses(conn) == {"O-1": "finalized"} and stock(conn) == {"A": (4, 0)}
+
+
+def test_a_settlement_that_dies_leaves_no_claim_behind(engine):
+    """Settling calls nothing outside the database, so its callbacks are taken by row locks in
+    the settling transaction, never stamped: a run killed mid-way holds nothing once its
+    transaction is gone, and the next run settles them at once, not after a lease."""
+    config = gateway_config(approval_rate=1.0)
+    _to_awaiting_payment(engine, config, {"O-1": [("A", 1)], "O-2": [("A", 1)]}, {"A": 5})
+    with engine.connect() as conn:
+        conn.begin()
+        assert len(lock_due_callbacks(conn, limit=10, now=utcnow())) == 2
+        stamped = conn.execute(select(func.count()).select_from(payment_callbacks)
+                               .where(payment_callbacks.c.claimed_by.is_not(None))).scalar()
+        conn.rollback()  # the run dies: the database rolls its transaction back
+    assert stamped == 0
+    result = settle_batch(engine, config=config, **{**RUN, "claimant": "run-2", "run_id": "run-2"})
+    assert (result.claimed, sorted(result.finalized)) == (2, [1, 2])
+    with engine.connect() as conn:
+        assert statuses(conn) == {"O-1": "finalized", "O-2": "finalized"} and stock(conn) == {"A": (3, 0)}
+        assert conn.execute(select(func.count()).select_from(payment_callbacks)
+                            .where(payment_callbacks.c.claimed_by.is_not(None))).scalar() == 0
 
 
 def test_a_retried_attempt_of_the_run_takes_its_own_claims_back_at_once(engine):

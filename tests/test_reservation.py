@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, update
+import pytest
+from sqlalchemy import event, select, update
 from workflow_helpers import (
     BASE_DATE,
     add_import_file,
@@ -15,8 +16,8 @@ from workflow_helpers import (
     stock,
 )
 
-from ordersys_pipelines.db.engine import utcnow
-from ordersys_pipelines.db.schema import notifications, orders
+from ordersys_pipelines.db.engine import get_engine, utcnow
+from ordersys_pipelines.db.schema import notifications, orders, products
 from ordersys_pipelines.domain.orders.reservation import allocate, reserve_batch
 from ordersys_pipelines.domain.payments.initiation import initiate_batch
 
@@ -136,3 +137,34 @@ def test_a_run_that_dies_after_reserving_leaves_its_payments_to_others_after_the
     with engine.connect() as conn:
         assert statuses(conn) == {"O-1": "awaiting_payment"}
         assert conn.execute(select(orders.c.claimed_by)).scalar() is None
+
+
+@pytest.mark.parametrize("backend", ["pg_url", "mariadb_url"])
+def test_stock_lowered_while_a_batch_is_decided_is_decided_again_under_the_locks(request, backend):
+    """The allocation reads stock without locks and locks the products it takes just before
+    commit. An inventory update that lowers the stock in between (here: committed from another
+    connection exactly then) must not oversell: the batch is decided again on the locked rows."""
+    engine = get_engine(request.getfixturevalue(backend))
+    with engine.begin() as conn:
+        add_products(conn, {"A": 5})
+        add_order(conn, "O-1", [("A", 2)], date=BASE_DATE)
+        add_order(conn, "O-2", [("A", 3)], date=BASE_DATE + timedelta(seconds=1))
+    lowered = []
+
+    def lower_stock_before_the_lock(conn, cursor, statement, parameters, context, executemany):
+        if not lowered and "FOR UPDATE" in statement and "products" in statement.split("FROM", 1)[-1][:40]:
+            lowered.append(True)
+            with engine.connect() as side:  # another connection of the pool, committed at once
+                side.execute(update(products).values(stock=3))
+                side.commit()
+
+    event.listen(engine, "before_cursor_execute", lower_stock_before_the_lock)
+    try:
+        result = _reserve(engine)
+    finally:
+        event.remove(engine, "before_cursor_execute", lower_stock_before_the_lock)
+    assert lowered
+    assert sorted(result.failed.values()) == ["insufficient stock: A needed 3, available 1"]
+    with engine.connect() as conn:
+        assert statuses(conn) == {"O-1": "reserved", "O-2": "failed"}
+        assert stock(conn) == {"A": (3, 2)}

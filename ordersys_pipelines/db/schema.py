@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from ordersys_pipelines.db.types import TABLE_OPTIONS, Timestamp, now_default
@@ -145,6 +146,11 @@ import_staging = Table(
     **TABLE_OPTIONS,
 )
 
+def _state_index(name: str, state: str, *columns: str) -> Index:
+    where = text(f"status = '{state}'")
+    return Index(name, *columns, postgresql_where=where, sqlite_where=where)
+
+
 orders = Table(
     "orders",
     metadata,
@@ -164,7 +170,12 @@ orders = Table(
     _created_at(),
     _updated_at(),
     CheckConstraint("total_cents >= 0", name="total_non_negative"),
-    Index("ix_orders_status_date", "status", "order_date", "order_ref"),
+    # By state only while active (or failed), partial: PostgreSQL and SQLite. MariaDB has no
+    # partial indexes and keeps ix_orders_status_date (status, order_date, order_ref) instead.
+    _state_index("ix_orders_created_fifo", "created", "order_date", "order_ref"),
+    _state_index("ix_orders_reserved_fifo", "reserved", "order_date", "order_ref"),
+    _state_index("ix_orders_awaiting_since", "awaiting_payment", "status_changed_at", "id"),
+    _state_index("ix_orders_failed_since", "failed", "status_changed_at"),
     Index("ix_orders_order_date", "order_date"),
     Index("ix_orders_customer_id", "customer_id"),
     **TABLE_OPTIONS,

@@ -7,6 +7,10 @@ candidates are locked by id with FOR UPDATE SKIP LOCKED, then stamped by id, in 
 transaction (see _lock_candidates_by_id).
 A run that crashes leaves its stamp behind, and the row becomes claimable again once the lease
 expires. (SQLite has one writer at a time, which gives the same guarantee.)
+
+Where the claimed rows are processed in the same transaction as they are claimed (no external
+call in between), `lock_claimable` takes them with the row locks alone: no stamp is written,
+and a crash frees them at once with the rollback.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from datetime import timedelta
 
 from sqlalchemy import ColumnElement, Connection, Table, or_, select, update
 
-from ordersys_pipelines.db.dialect import lock_rows
+from ordersys_pipelines.db.dialect import is_mysql, lock_rows
 from ordersys_pipelines.db.engine import utcnow
 
 
@@ -34,17 +38,30 @@ def claim(
     lease_seconds: int,
 ) -> list[int]:
     """Claim up to `limit` rows of `table` matching `where` (oldest by `order_by` first)."""
-    candidates = lock_rows(
-        conn, select(table.c.id).where(where, claimable(table)).order_by(*order_by).limit(limit), skip_locked=True
-    )
     stamp = {"claimed_by": claimant, "claim_expires_at": utcnow() + timedelta(seconds=lease_seconds)}
     if conn.dialect.update_returning:
-        statement = update(table).where(table.c.id.in_(candidates.scalar_subquery())).values(**stamp)
+        statement = update(table).where(table.c.id.in_(_candidates(conn, table, where, order_by, limit)
+                                                          .scalar_subquery())).values(**stamp)
         return sorted(conn.execute(statement.returning(table.c.id)).scalars())
     ids = _lock_candidates_by_id(conn, table, where, order_by, limit)
     if ids:
         conn.execute(update(table).where(table.c.id.in_(ids)).values(**stamp))
     return ids
+
+
+def lock_claimable(conn: Connection, table: Table, *, where: ColumnElement[bool], order_by: list,
+                   limit: int) -> list[int]:
+    """Lock up to `limit` unclaimed rows of `table` matching `where` (oldest first) for the
+    rest of this transaction, skipping rows other transactions hold; nothing is written."""
+    if is_mysql(conn):
+        return _lock_candidates_by_id(conn, table, where, order_by, limit)
+    return sorted(conn.execute(_candidates(conn, table, where, order_by, limit)).scalars())
+
+
+def _candidates(conn: Connection, table: Table, where, order_by: list, limit: int):
+    return lock_rows(
+        conn, select(table.c.id).where(where, claimable(table)).order_by(*order_by).limit(limit), skip_locked=True
+    )
 
 
 def _lock_candidates_by_id(conn: Connection, table: Table, where, order_by: list, limit: int) -> list[int]:

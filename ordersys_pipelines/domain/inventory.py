@@ -19,15 +19,30 @@ from ordersys_pipelines.db.rowsets import in_ids, rowset
 from ordersys_pipelines.db.schema import order_lines, products
 
 
-def lock_products(conn: Connection, product_ids: Iterable[int]) -> list:
-    """Lock and return (id, sku, stock, reserved) of the products, in id order."""
-    statement = (
+def _products(conn: Connection, product_ids: Iterable[int]):
+    return (
         select(products.c.id, products.c.sku, products.c.stock, products.c.reserved)
         .where(in_ids(conn, products.c.id, product_ids, "product_ids"))
         .order_by(products.c.id)
     )
-    statement = lock_rows(conn, statement)
-    return conn.execute(statement).all()
+
+
+def lock_products(conn: Connection, product_ids: Iterable[int]) -> list:
+    """Lock and return (id, sku, stock, reserved) of the products, in id order."""
+    return conn.execute(lock_rows(conn, _products(conn, product_ids))).all()
+
+
+def read_products(conn: Connection, product_ids: Iterable[int]) -> list:
+    """(id, sku, stock, reserved) of the products as committed now, without locks."""
+    return conn.execute(_products(conn, product_ids)).all()
+
+
+def still_available(conn: Connection, available: Mapping[int, int], taken: Mapping[int, int]) -> bool:
+    """Lock the products `taken` and tell whether each still has at least the `available`
+    quantity (stock − reserved) an allocation decided on without locks. Reservations are
+    serialized, and what settles meanwhile only keeps or raises availability, so this holds
+    unless stock itself was lowered (an inventory import); the caller then decides again."""
+    return all(row.stock - row.reserved >= available[row.id] for row in lock_products(conn, taken))
 
 
 def lock_products_of_orders(conn: Connection, order_ids: Iterable[int]) -> list:

@@ -15,10 +15,9 @@ from sqlalchemy import Connection, Text, select
 
 from ordersys_pipelines.db.dialect import lock_rows
 from ordersys_pipelines.db.engine import utcnow
-from ordersys_pipelines.db.rowsets import in_ids, rowset
+from ordersys_pipelines.db.rowsets import rowset
 from ordersys_pipelines.db.schema import orders
 from ordersys_pipelines.domain import inventory
-from ordersys_pipelines.domain.notifications.outbox import enqueue_for_orders
 from ordersys_pipelines.domain.orders.states import (
     CANCELLED,
     DELIVERED,
@@ -68,8 +67,7 @@ def _move(
     if to_status == CANCELLED and holding:
         inventory.lock_products_of_orders(conn, holding)
         inventory.release_reserved(conn, holding, now)
-    transition(conn, legal, to_status, reason, run_id, now=now)
-    enqueue_for_orders(conn, NOTIFICATION[to_status], select(orders.c.id).where(in_ids(conn, orders.c.id, legal)))
+    transition(conn, legal, to_status, reason, run_id, now=now, notify=(NOTIFICATION[to_status],))
     return outcome
 
 

@@ -1,10 +1,14 @@
 """Reserve stock for a batch of created orders: all lines of an order or none, oldest first.
 
 One transaction per batch: it takes the reservation lock (PostgreSQL advisory lock; SQLite has
-one writer anyway), locks the oldest eligible orders (FOR UPDATE SKIP LOCKED) and their
-products (FOR UPDATE, id order), loads (order, product, quantity) once, runs the greedy FIFO
-allocation in Python over those arrays and writes the outcome with a handful of set-based
-statements. Holding the lock from picking the batch to committing it keeps FIFO strict even
+one writer anyway), locks the oldest eligible orders (FOR UPDATE SKIP LOCKED), loads (order,
+product, quantity) and the products' stock once, runs the greedy FIFO allocation in Python over
+those arrays and writes the outcome with a handful of set-based statements. The products taken
+are locked (FOR UPDATE, id order) only after the orders are written, just before the commit:
+other runs' settlements, which lock the same hot rows, wait that long only. That the stock read
+without locks is still there is checked under those locks; only a lowered stock (an inventory
+import meanwhile) fails the check, and then the batch is decided again under the locks.
+Holding the lock from picking the batch to committing it keeps FIFO strict even
 with concurrent runs (a younger batch can never take stock an older batch needed), and the
 locked rows are the claim: a run that dies mid-way rolls back and frees them at once. Orders
 it reserved keep a claim with a lease for the run's next op (starting the payments); if the
@@ -21,13 +25,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, or_, select
 
+from ordersys_pipelines.db import statistics
 from ordersys_pipelines.db.dialect import exclusive_transaction, lock_rows
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids
-from ordersys_pipelines.db.schema import import_files, order_lines, orders
+from ordersys_pipelines.db.schema import import_files, order_lines, orders, products
 from ordersys_pipelines.domain import claims, inventory
 from ordersys_pipelines.domain.isolation import in_savepoint, isolate
-from ordersys_pipelines.domain.notifications.outbox import enqueue_for_orders
 from ordersys_pipelines.domain.orders import poison
 from ordersys_pipelines.domain.orders.states import CREATED, FAILED, RESERVED, transition
 
@@ -139,22 +143,38 @@ def reserve_locked(
         )
     ):
         needs[order_id][product_id] = needs[order_id].get(product_id, 0) + quantity
-    stock = inventory.lock_products(conn, {p for wanted in needs.values() for p in wanted})
+    products = {p for wanted in needs.values() for p in wanted}
+    # Optimistic first: decide on the stock as read, write the orders, and lock only the products
+    # taken, at the end, so other runs' settlements wait on those rows only until this commit.
+    with conn.begin_nested() as attempt:
+        read = inventory.read_products(conn, products)
+        allocation = _write_outcome(conn, fifo, needs, read, claimant, lease_seconds, run_id, now)
+        if inventory.still_available(conn, {row.id: row.stock - row.reserved for row in read}, allocation.taken):
+            inventory.add_reserved(conn, allocation.taken, now)
+            return ReservationResult(claimed=len(order_ids), reserved=allocation.reserved, failed=allocation.failed)
+        attempt.rollback()  # stock went down meanwhile (an inventory import): decide again, under the locks
+    locked = inventory.lock_products(conn, products)
+    allocation = _write_outcome(conn, fifo, needs, locked, claimant, lease_seconds, run_id, now)
+    inventory.add_reserved(conn, allocation.taken, now)
+    return ReservationResult(claimed=len(order_ids), reserved=allocation.reserved, failed=allocation.failed)
+
+
+def _write_outcome(conn: Connection, fifo: list[int], needs, stock: Sequence, claimant: str, lease_seconds: int,
+                   run_id: str | None, now: datetime) -> Allocation:
+    """Allocate `stock` (rows of id, sku, stock, reserved) in FIFO order and move the orders."""
     allocation = allocate(
         fifo,
         needs,
         available={row.id: row.stock - row.reserved for row in stock},
         skus={row.id: row.sku for row in stock},
     )
-
-    inventory.add_reserved(conn, allocation.taken, now)
     # The run claims what it reserved for its next op (starting the payments), in the same write.
     transition(conn, allocation.reserved, RESERVED, None, run_id, expected_from=CREATED, now=now,
                claim_for=(claimant, now + timedelta(seconds=lease_seconds)))
     if allocation.failed:
-        transition(conn, allocation.failed.keys(), FAILED, allocation.failed, run_id, expected_from=CREATED, now=now)
-        enqueue_for_orders(conn, "order_failed", select(orders.c.id).where(in_ids(conn, orders.c.id, allocation.failed)))
-    return ReservationResult(claimed=len(order_ids), reserved=allocation.reserved, failed=allocation.failed)
+        transition(conn, allocation.failed.keys(), FAILED, allocation.failed, run_id, expected_from=CREATED, now=now,
+                   notify=("order_failed",))
+    return allocation
 
 
 # Serializes reservation transactions (db.dialect.exclusive_transaction: an advisory lock key).
@@ -166,6 +186,7 @@ def reserve_batch(
 ) -> ReservationResult:
     """Pick and reserve up to `batch_size` of the oldest eligible orders in one transaction.
     An order the reservation cannot read or write fails alone (domain.isolation)."""
+    statistics.refresh(engine, [orders.name, order_lines.name, products.name])
     with exclusive_transaction(engine, RESERVATION_LOCK) as conn:
         ids = lock_created(conn, limit=batch_size)
         if not ids:

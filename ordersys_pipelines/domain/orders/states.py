@@ -3,7 +3,7 @@ way an order's status changes — set-based, recorded in `order_events` with the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import BigInteger, Connection, Text, insert, literal, null, select, update
@@ -11,6 +11,8 @@ from sqlalchemy import BigInteger, Connection, Text, insert, literal, null, sele
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids, rowset
 from ordersys_pipelines.db.schema import order_events, orders
+from ordersys_pipelines.domain.notifications.outbox import ORDER_TYPES, enqueue_for_orders
+from ordersys_pipelines.domain.orders import one_statement
 
 CREATED = "created"
 RESERVED = "reserved"
@@ -91,6 +93,7 @@ def transition(
     now: datetime | None = None,
     claim_for: tuple[str, datetime] | None = None,
     set_columns: Mapping[str, Mapping[int, str]] | None = None,
+    notify: Sequence[str] = (),
 ) -> int:
     """Move every order in `order_ids` to `to_status` and record one event each; all or none.
 
@@ -98,12 +101,44 @@ def transition(
     `status_reason` (what notifications tell the customer). `expected_from` narrows the states
     the caller expects the orders in. Raises IllegalTransition (nothing changed) when any order
     may not make the move. Ends any claim on the orders, or with `claim_for=(claimant,
-    expires_at)` claims them for the caller's next step in the same write. `set_columns` sets further text columns per order in the same UPDATE (e.g.
-    the payment reference) — one write per order, not two. Returns the number of orders moved.
+    expires_at)` claims them for the caller's next step in the same write. `set_columns` sets
+    further text columns per order in the same UPDATE (e.g. the payment reference) — one write
+    per order, not two. `notify` names the customer notifications to queue for every order
+    moved (the outbox, see domain.notifications.outbox). Returns the number of orders moved.
+
+    On PostgreSQL all of it is ONE statement (the UPDATE … RETURNING feeds the event and
+    notification INSERTs), in a savepoint: when it moves fewer orders than asked, it is undone
+    and the refusal explained. Elsewhere: a check, then one statement per table.
     """
     ids = sorted(set(order_ids))
     if not ids:
         return 0
+    for kind in notify:
+        if kind not in ORDER_TYPES:
+            raise ValueError(f"unknown order notification type {kind!r}; valid: {ORDER_TYPES}")
+    permitted = _permitted_sources(to_status, expected_from)
+    change = _Change(conn, ids, to_status, reason, run_id, now or utcnow(), claim_for, dict(set_columns or {}))
+    if conn.dialect.name == "postgresql":
+        with conn.begin_nested() as savepoint:
+            moved = conn.execute(one_statement.transition(change, permitted, notify)).scalar_one()
+            if moved == len(ids):
+                return moved
+            savepoint.rollback()
+        _refuse(conn, ids, to_status, expected_from)
+        raise RuntimeError(f"{len(ids) - moved} of {len(ids)} orders changed state concurrently; retry")
+    _refuse(conn, ids, to_status, expected_from)
+    conn.execute(insert(order_events).from_select(
+        ["order_id", "from_status", "reason", "to_status", "run_id", "created_at"], change.event_rows()))
+    moved = conn.execute(change.update().where(orders.c.status.in_(sorted(sources(to_status))))).rowcount
+    if moved != len(ids):  # the caller did not lock the orders and someone else moved them
+        raise RuntimeError(f"{len(ids) - moved} of {len(ids)} orders changed state concurrently; retry")
+    for kind in notify:
+        enqueue_for_orders(conn, kind, select(orders.c.id).where(in_ids(conn, orders.c.id, ids)))
+    return moved
+
+
+def _refuse(conn: Connection, ids: list[int], to_status: str, expected_from) -> None:
+    """Raise what keeps any of the orders from moving (IllegalTransition, unknown ids)."""
     legal, refused = partition(conn, ids, to_status, expected_from=expected_from)
     if refused:
         raise refused[0]
@@ -111,39 +146,47 @@ def transition(
         missing = sorted(set(ids) - set(legal))
         raise ValueError(f"unknown order id(s): {missing[:10]}")
 
-    now = now or utcnow()
-    source = select(orders.c.id, orders.c.status).where(in_ids(conn, orders.c.id, ids))
-    extra = dict(set_columns or {})
-    per_order = None
-    if isinstance(reason, Mapping) or extra:
-        names = ["reason", *extra]
-        per_order = rowset(
-            conn,
-            ((i, reason.get(i) if isinstance(reason, Mapping) else reason, *(extra[c].get(i) for c in extra))
-             for i in ids),
-            [("id", BigInteger()), *((name, Text()) for name in names)],
-            "per_order",
-        )
-        source = source.add_columns(per_order.c.reason).join(per_order, per_order.c.id == orders.c.id)
-        new_reason = per_order.c.reason
-    else:
-        source = source.add_columns(literal(reason, Text()) if reason is not None else null())
-        new_reason = reason
-    source = source.add_columns(literal(to_status), literal(run_id, Text()), literal(now))
-    conn.execute(
-        insert(order_events).from_select(
-            ["order_id", "from_status", "reason", "to_status", "run_id", "created_at"], source
-        )
-    )
 
-    statement = update(orders).where(in_ids(conn, orders.c.id, ids), orders.c.status.in_(sorted(sources(to_status))))
-    values = {"status": to_status, "status_reason": new_reason, "status_changed_at": now, "updated_at": now}
-    if per_order is not None:
-        statement = statement.where(orders.c.id == per_order.c.id)
-        values.update({column: per_order.c[column] for column in extra})
-    claimant, expires_at = claim_for or (None, None)
-    values.update(claimed_by=claimant, claim_expires_at=expires_at)
-    moved = conn.execute(statement.values(**values)).rowcount
-    if moved != len(ids):  # the caller did not lock the orders and someone else moved them
-        raise RuntimeError(f"{len(ids) - moved} of {len(ids)} orders changed state concurrently; retry")
-    return moved
+class _Change:
+    """The columns one transition writes, for either statement shape."""
+
+    def __init__(self, conn, ids, to_status, reason, run_id, now, claim_for, extra):
+        self.conn, self.ids, self.to_status, self.run_id, self.now = conn, ids, to_status, run_id, now
+        self.per_order = None
+        if isinstance(reason, Mapping) or extra:
+            self.per_order = rowset(
+                conn,
+                ((i, reason.get(i) if isinstance(reason, Mapping) else reason, *(extra[c].get(i) for c in extra))
+                 for i in ids),
+                [("id", BigInteger()), *((name, Text()) for name in ["reason", *extra])],
+                "per_order",
+            )
+            self.reason = self.per_order.c.reason
+        else:
+            self.reason = literal(reason, Text()) if reason is not None else null()
+        self.extra = list(extra)
+        claimant, expires_at = claim_for or (None, None)
+        self.fixed = {"status": to_status, "status_changed_at": now, "updated_at": now, "claimed_by": claimant,
+                      "claim_expires_at": expires_at}
+
+    def values(self, source=None) -> dict:
+        """The new column values; per-order ones from `source` (default: the row set)."""
+        source = self.per_order if source is None else source
+        if source is None:
+            return {**self.fixed, "status_reason": self.reason}
+        return {**self.fixed, "status_reason": source.c.reason, **{c: source.c[c] for c in self.extra}}
+
+    def joined(self, statement, table):
+        """`statement` restricted to the orders of the change (and joined to their values)."""
+        statement = statement.where(in_ids(self.conn, table.c.id, self.ids))
+        if self.per_order is not None:
+            statement = statement.where(table.c.id == self.per_order.c.id)
+        return statement
+
+    def update(self):
+        return self.joined(update(orders), orders).values(**self.values())
+
+    def event_rows(self):
+        """(order id, from status, reason, to status, run, time) per order, read before the UPDATE."""
+        return self.joined(select(orders.c.id, orders.c.status, self.reason), orders).add_columns(
+            literal(self.to_status), literal(self.run_id, Text()), literal(self.now))

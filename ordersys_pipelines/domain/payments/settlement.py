@@ -1,7 +1,7 @@
 """Settle payments: apply the gateway's callbacks and expire payments that never got one.
 
-A batch of pending callbacks that are due (`available_at <= now`) is claimed, then settled in
-one transaction: each callback is checked (signature, payload, known payment reference, amount
+A batch of pending callbacks that are due (`available_at <= now`) is locked and settled in one
+transaction: each callback is checked (signature, payload, known payment reference, amount
 equal to the order total, order still awaiting payment); approvals finalize their orders
 (stock −= q, reserved −= q), declines fail them and release the reservation, and every bad
 callback is marked rejected with its reason and changes no order. An approval for an order
@@ -17,15 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, Connection, Engine, Text, and_, func, select, update
+from sqlalchemy import BigInteger, Connection, Engine, Text, and_, func, or_, select, update
 
+from ordersys_pipelines.db import statistics
 from ordersys_pipelines.db.dialect import lock_rows
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids, rowset
 from ordersys_pipelines.db.schema import orders, payment_callbacks
 from ordersys_pipelines.domain import claims, inventory
 from ordersys_pipelines.domain.isolation import in_savepoint, isolate
-from ordersys_pipelines.domain.notifications.outbox import enqueue_for_orders
 from ordersys_pipelines.domain.orders import poison
 from ordersys_pipelines.domain.orders.states import AWAITING_PAYMENT, CANCELLED, FAILED, FINALIZED, transition
 from ordersys_pipelines.domain.payments import paybacks
@@ -83,10 +83,6 @@ def own_claimed(conn: Connection, *, limit: int, claimant: str) -> list[int]:
     ).scalars())
 
 
-def _ids_select(conn: Connection, ids):
-    return select(orders.c.id).where(in_ids(conn, orders.c.id, ids))
-
-
 def apply_claimed(
     conn: Connection,
     callback_ids: Sequence[int],
@@ -101,7 +97,7 @@ def apply_claimed(
         select(payment_callbacks.c.id, payment_callbacks.c.payload, payment_callbacks.c.signature,
                payment_callbacks.c.available_at, payment_callbacks.c.deliveries)
         .where(in_ids(conn, payment_callbacks.c.id, callback_ids), payment_callbacks.c.status == "pending",
-               payment_callbacks.c.claimed_by == claimant)
+               or_(payment_callbacks.c.claimed_by == claimant, claims.claimable(payment_callbacks)))
         .order_by(payment_callbacks.c.id)
     )
     statement = lock_rows(conn, statement)
@@ -158,13 +154,11 @@ def apply_claimed(
             status[order.id] = FAILED
 
     if result.finalized:
-        transition(conn, result.finalized, FINALIZED, None, run_id, expected_from=AWAITING_PAYMENT, now=now)
-        for kind in ("order_confirmed", "payment_succeeded"):
-            enqueue_for_orders(conn, kind, _ids_select(conn, result.finalized))
+        transition(conn, result.finalized, FINALIZED, None, run_id, expected_from=AWAITING_PAYMENT, now=now,
+                   notify=("order_confirmed", "payment_succeeded"))
     if result.declined:
-        transition(conn, result.declined, FAILED, result.declined, run_id, expected_from=AWAITING_PAYMENT, now=now)
-        for kind in ("payment_failed", "order_failed"):
-            enqueue_for_orders(conn, kind, _ids_select(conn, result.declined))
+        transition(conn, result.declined, FAILED, result.declined, run_id, expected_from=AWAITING_PAYMENT, now=now,
+                   notify=("payment_failed", "order_failed"))
 
     if late:
         result.paybacks_started = len(start_paybacks(conn, late, run_id=run_id, now=now))
@@ -207,20 +201,27 @@ def _event_facts(event: dict | None) -> tuple[str | None, int | None]:
     return event["status"], amount if amount < 2**63 else None
 
 
+def lock_due_callbacks(conn: Connection, *, limit: int, now: datetime) -> list[int]:
+    """Lock up to `limit` due, unclaimed callbacks for this transaction (nothing written)."""
+    return claims.lock_claimable(conn, payment_callbacks, where=due_callbacks(now),
+                                 order_by=[payment_callbacks.c.id], limit=limit)
+
+
 def settle_batch(
     engine: Engine, *, config: GatewayConfig, batch_size: int, claimant: str, lease_seconds: int, run_id: str | None
 ) -> SettlementResult:
-    """Claim up to `batch_size` due callbacks (committed), then settle them in one transaction.
-    The claimant is the run id, so a retried attempt of the run finds what it had claimed."""
+    """Take up to `batch_size` due callbacks and settle them, in one transaction: settling calls
+    nothing outside the database, so the row locks are the claim (no stamp to write and clear)
+    and a run that dies rolls back and frees them at once. `lease_seconds` is kept for the
+    callers' signature; callbacks a run stamped earlier (`claim_callbacks`, the claimant being
+    the run id) are taken back first by a retried attempt of that run."""
+    statistics.refresh(engine, [payment_callbacks.name])  # orders: the reservation refreshes them
     now = utcnow()
     with engine.begin() as conn:
-        # A retried step (its worker died after claiming) takes its own claims back at once
-        # rather than waiting for their lease.
-        ids = own_claimed(conn, limit=batch_size, claimant=claimant) or claim_callbacks(
-            conn, limit=batch_size, claimant=claimant, lease_seconds=lease_seconds, now=now)
-    if not ids:
-        return SettlementResult()
-    with engine.begin() as conn:
+        ids = own_claimed(conn, limit=batch_size, claimant=claimant) or lock_due_callbacks(
+            conn, limit=batch_size, now=now)
+        if not ids:
+            return SettlementResult()
         # A callback whose row (or whose order's) the settlement cannot read or write is
         # rejected alone with the reason; the others settle.
         batch = isolate(
@@ -274,8 +275,8 @@ def expire_overdue(
         inventory.lock_products_of_orders(conn, some)
         inventory.release_reserved(conn, some, now)
         reason = f"payment expired: no confirmation within {timeout_seconds} s"
-        transition(conn, some, FAILED, reason, run_id, expected_from=AWAITING_PAYMENT, now=now)
-        enqueue_for_orders(conn, "order_failed", _ids_select(conn, some))
+        transition(conn, some, FAILED, reason, run_id, expected_from=AWAITING_PAYMENT, now=now,
+                   notify=("order_failed",))
         return some
 
     # An order whose stock cannot be given back (or that cannot be read) fails alone.

@@ -1,0 +1,46 @@
+"""Fresh planner statistics: a table that changed a lot since its last ANALYZE is analyzed by
+the stage, on PostgreSQL, whether or not autovacuum would have (it may be off)."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import text, update
+from workflow_helpers import add_order, add_products
+
+from ordersys_pipelines.db import statistics
+from ordersys_pipelines.db.engine import get_engine
+from ordersys_pipelines.db.schema import orders
+
+
+def _modified_since_analyze(engine, table: str) -> int:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return conn.execute(text("SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = :t"),
+                            {"t": table}).scalar() or 0
+
+
+def _wait_for_counters(engine, table: str, at_least: int) -> None:
+    """A backend reports its table counters about once a second; wait for them (not a timing test)."""
+    deadline = time.monotonic() + 30
+    while _modified_since_analyze(engine, table) < at_least and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_a_table_that_changed_a_lot_is_analyzed_and_then_left_alone(pg_url):
+    engine = get_engine(pg_url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE orders, products"))
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        for n in range(120):
+            add_order(conn, f"O-{n}", [("A", 1)])
+        conn.execute(update(orders).values(status_reason="changed"))
+    _wait_for_counters(engine, "orders", 240)
+    assert statistics.refresh(engine, ["orders", "products", "no_such_table"]) == ["orders"]
+    assert _modified_since_analyze(engine, "orders") == 0
+    assert statistics.refresh(engine, ["orders"]) == []
+
+
+def test_other_databases_have_nothing_to_refresh(sqlite_url):
+    assert statistics.refresh(get_engine(sqlite_url), ["orders"]) == []
