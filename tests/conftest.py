@@ -25,6 +25,7 @@ from ordersys_pipelines.db import migrate
 from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.db.schema import metadata
 from ordersys_pipelines.resources.redis import RedisResource, connect
+from ordersys_pipelines.cli.instance_home import DAGSTER_EVENT_ENV
 from ordersys_pipelines.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("ORDERSYS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -37,6 +38,14 @@ BACKENDS = ("pg", "sqlite", "mariadb")
 LOCKING_BACKENDS = ("pg", "mariadb")
 # The fixture that binds a test to one backend.
 BACKEND_FIXTURES = {"pg": "pg_url", "sqlite": "sqlite_url", "mariadb": "mariadb_url"}
+
+
+@pytest.fixture(autouse=True)
+def dagster_event_switches_as_dagster_has_them(monkeypatch) -> None:
+    """A CLI command run in this process sets Dagster's event switches in os.environ (as the CLI
+    does for its own runs); each test starts from Dagster's defaults and sets them when it means to."""
+    for name in DAGSTER_EVENT_ENV:
+        monkeypatch.delenv(name, raising=False)
 
 
 def pytest_addoption(parser):
