@@ -21,11 +21,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from ordersys_pipelines.cli.instance_home import DAGSTER_EVENT_ENV
 from ordersys_pipelines.db import migrate
 from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.db.schema import metadata
 from ordersys_pipelines.resources.redis import RedisResource, connect
-from ordersys_pipelines.cli.instance_home import DAGSTER_EVENT_ENV
 from ordersys_pipelines.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("ORDERSYS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
