@@ -15,6 +15,7 @@ import dagster as dg
 from ordersys_pipelines.assets.imports import ORDERS
 from ordersys_pipelines.assets.stages import ANALYTICS_POOL, tag_run_with_stage
 from ordersys_pipelines.dagster_warnings import accepted_dagster_warnings
+from ordersys_pipelines.db.engine import reading
 from ordersys_pipelines.domain.analytics.checks import Difference, day_differences, leaderboard_differences
 from ordersys_pipelines.domain.analytics.days import local_midnight_utc
 from ordersys_pipelines.domain.analytics.freshness import touched_days
@@ -397,7 +398,7 @@ def build_analytics(settings: Settings) -> Analytics:
         # monitored_jobs selects the runs the daemon hands over; this keeps a direct call honest.
         if finished.job_name not in WATCHED_JOBS:
             return dg.SkipReason(f"run of {finished.job_name} does not change analytics")
-        with database.engine.connect() as conn:
+        with reading(database.engine) as conn:
             touched = touched_days(conn, finished.run_id, tz)
         if touched is None:
             return dg.SkipReason(f"run {finished.run_id} of {finished.job_name} changed no order or refund")

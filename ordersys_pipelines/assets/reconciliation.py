@@ -8,6 +8,7 @@ page on its own; it does not block the leaderboard (severity ERROR, not blocking
 
 import dagster as dg
 
+from ordersys_pipelines.db.engine import reading
 from ordersys_pipelines.domain.payments.reconciliation import reconcile
 from ordersys_pipelines.resources.database import DatabaseResource
 
@@ -24,7 +25,7 @@ _SHOWN = 25
     ),
 )
 def payments_reconciled(database: DatabaseResource) -> dg.AssetCheckResult:
-    with database.engine.connect() as conn:
+    with reading(database.engine) as conn:
         result = reconcile(conn, limit=_SHOWN)
     metadata = {"approved_payments": result.approved_payments, "discrepancies": result.discrepancy_count}
     if not result.clean:

@@ -20,7 +20,7 @@ from sqlalchemy import exc
 
 from ordersys_pipelines.cli import instance_runs
 from ordersys_pipelines.cli.console import console, plain_text
-from ordersys_pipelines.db.engine import get_engine, utcnow
+from ordersys_pipelines.db.engine import get_engine, reading, utcnow
 from ordersys_pipelines.domain.backlog import STAGES, StageFigures, read_stage_figures
 from ordersys_pipelines.domain.failures import Failure, recent_failures
 from ordersys_pipelines.domain.imports.report import FileRecord, recent_files
@@ -62,7 +62,7 @@ def build_report(since_hours: float, limit: int) -> StatusReport:
     now = utcnow()
     since = now - timedelta(hours=since_hours)
     try:
-        with get_engine(settings.database_url).connect() as conn:
+        with reading(get_engine(settings.database_url)) as conn:
             stages = read_stage_figures(conn, now, settings.inbox)
             failures = recent_failures(conn, since, limit)
             files = recent_files(conn, limit)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 
@@ -23,9 +25,7 @@ def get_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60})
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN; take the write lock at BEGIN
-        # instead, so concurrent writers queue on busy_timeout rather than deadlock.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _sqlite_begin)
         event.listen(engine, "checkin", _drop_rowset_tables)
         return engine
     # Server-side defaults (CURRENT_TIMESTAMP) land in naive columns in the session's time
@@ -60,6 +60,28 @@ def _check_violation_is_integrity_error(context) -> exc.IntegrityError | None:
     if getattr(orig, "args", None) and orig.args[0] in _CHECK_VIOLATIONS:
         return exc.IntegrityError(context.statement, context.parameters, orig)
     return None
+
+
+# Execution option of the connections `reading()` hands out.
+_READ_ONLY = "ordersys_read_only"
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for queries only (sensors, status, KPI reads). On SQLite its transactions
+    begin DEFERRED: in WAL mode a reader sees a snapshot and never waits for the write lock, so
+    a long write (a large file's merge) does not hold up a sensor's look or `ordersys status`,
+    and a long read (a year of KPIs) does not hold up the workflow. Elsewhere a plain connection."""
+    with engine.connect() as conn:
+        conn.execution_options(**{_READ_ONLY: True})
+        yield conn
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # pysqlite's own transaction handling defers BEGIN; a writer takes the write lock at BEGIN
+    # instead, so concurrent writers queue on busy_timeout rather than fail when a deferred
+    # transaction cannot upgrade to a write (SQLITE_BUSY_SNAPSHOT is not retried).
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from ordersys_pipelines.assets.catalog import inventory_load
 from ordersys_pipelines.assets.imports import file_tags, order_files, orders_import_job
+from ordersys_pipelines.db.engine import reading
 from ordersys_pipelines.db.schema import import_files
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError, detect_kind
 from ordersys_pipelines.domain.imports.files import content_hash, inbox_files, partition_key
@@ -67,7 +68,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource
 
     done = set()
     if ready:
-        with database.engine.connect() as conn:
+        with reading(database.engine) as conn:
             done = set(
                 conn.execute(
                     select(import_files.c.content_hash).where(

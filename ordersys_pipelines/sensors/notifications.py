@@ -10,6 +10,7 @@ import math
 
 import dagster as dg
 
+from ordersys_pipelines.db.engine import reading
 from ordersys_pipelines.domain.notifications.dispatch import due_summary
 from ordersys_pipelines.jobs.notifications import dispatch_notifications
 from ordersys_pipelines.resources.database import DatabaseResource
@@ -33,7 +34,7 @@ def build_notification_dispatch_sensor(
     def notification_dispatch_sensor(
         context: dg.SensorEvaluationContext, database: DatabaseResource, notifier: NotifierResource
     ):
-        with database.engine.connect() as conn:
+        with reading(database.engine) as conn:
             count, max_id, latest = due_summary(conn, config=notifier.config)
         if not count:
             return dg.SkipReason("no notifications due")

@@ -3,6 +3,7 @@
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
 import dagster as dg
 
+from ordersys_pipelines.db.engine import reading
 from ordersys_pipelines.domain.refunds.processing import backlog
 from ordersys_pipelines.jobs.refunds import STAGE_TAGS, process_refund_batch
 from ordersys_pipelines.resources.database import DatabaseResource
@@ -20,7 +21,7 @@ def build_refund_processing_sensor(settings: Settings, refund_processing: dg.Job
         "backoff has passed, claims of a stopped run that have lapsed).",
     )
     def refund_processing_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource):
-        with database.engine.connect() as conn:
+        with reading(database.engine) as conn:
             work = backlog(conn)
         if not work.due:
             return dg.SkipReason(f"no refunds due ({work.waiting} waiting)")

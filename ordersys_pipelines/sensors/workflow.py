@@ -11,6 +11,7 @@ are safe because each claims its own orders.
 # No `from __future__ import annotations`: Dagster reads the sensor signatures at definition time.
 import dagster as dg
 
+from ordersys_pipelines.db.engine import reading
 from ordersys_pipelines.domain import watermarks
 from ordersys_pipelines.resources import DatabaseResource, WorkflowSettingsResource
 from ordersys_pipelines.sensors.backlog import parallel_runs, run_in_flight, watermark_requests
@@ -57,7 +58,7 @@ def build_workflow_sensors(
     def order_workflow_sensor(
         context: dg.SensorEvaluationContext, database: DatabaseResource, workflow: WorkflowSettingsResource
     ):
-        with database.engine.connect() as conn:
+        with reading(database.engine) as conn:
             waiting = watermarks.workflow_waiting(conn)
         return _requests(context, order_workflow.name, "workflow", waiting, workflow)
 
@@ -77,7 +78,7 @@ def build_workflow_sensors(
             in_flight = run_in_flight(context.instance, order_workflow.name, workflow.claim_lease_seconds)
             if in_flight:
                 return dg.SkipReason(f"{order_workflow.name} run {in_flight} is in flight and settles what is due")
-        with database.engine.connect() as conn:
+        with reading(database.engine) as conn:
             waiting = watermarks.settlement_waiting(conn, workflow.payment_timeout_seconds)
         return _requests(context, payment_settlement.name, "settlement", waiting, workflow)
 

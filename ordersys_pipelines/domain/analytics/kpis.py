@@ -48,6 +48,7 @@ from sqlalchemy import (
 )
 
 from ordersys_pipelines.db.dialect import is_mysql
+from ordersys_pipelines.db.engine import reading
 from ordersys_pipelines.db.rowsets import in_ids
 from ordersys_pipelines.db.schema import notifications, orders, refunds
 from ordersys_pipelines.domain.analytics.days import day_bounds_utc, days_in, offset_segments
@@ -106,8 +107,8 @@ class DayKpis:
 def consistent_read(engine: Engine) -> Iterator[Connection]:
     """A transaction in which every query sees the same snapshot (REPEATABLE READ on
     PostgreSQL and InnoDB, whose engines default to READ COMMITTED here; a SQLite transaction
-    reads one snapshot already)."""
-    with engine.connect() as conn:
+    reads one snapshot already, from its first query)."""
+    with reading(engine) as conn:
         if conn.dialect.name != "sqlite":
             conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
