@@ -58,7 +58,7 @@ import redis
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from ordersys_pipelines.db.engine import get_engine
+from ordersys_pipelines.db.engine import get_engine, reading
 from ordersys_pipelines.db.schema import import_files, notifications, orders
 from ordersys_pipelines.domain.analytics.kpis import compute_range
 from ordersys_pipelines.domain.analytics.redis_store import AnalyticsStore
@@ -152,7 +152,7 @@ def kpis_in_redis(engine, store: AnalyticsStore, days: list[date]) -> bool:
     stored = store.read_days(days)
     if not all(stored[d] for d in days):
         return False
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         expected = compute_range(conn, days[0], days[-1], ZoneInfo("UTC"))
     return all(order_fields(stored[d]) == order_fields(expected[d].as_hash()) for d in days)
 
@@ -165,7 +165,7 @@ def watch(flow: Flow, env: dict, engine, store: AnalyticsStore, days: list[date]
         marks[name] = None
     while time.time() < deadline:
         now = time.time() - flow.drop
-        with engine.connect() as conn:
+        with reading(engine) as conn:
             if marks["import done"] is None:
                 row = conn.execute(select(import_files.c.status, import_files.c.orders_imported).where(
                     import_files.c.original_name == file_name)).first()
