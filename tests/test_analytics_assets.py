@@ -266,6 +266,43 @@ def test_freshness_sensor_requests_the_touched_days_and_the_leaderboard(analytic
     assert store.leaderboard_summary() == (2, 9_599 + 4_002)
 
 
+def test_a_refresh_run_not_started_yet_takes_in_the_later_batches(analytics, resources, engine, march):
+    """A burst of finished batches: the queued refresh run reads the database when it starts,
+    so a batch whose days it covers adds no run; days outside it, or a run already reading, do."""
+    instance = dg.DagsterInstance.ephemeral()
+    with engine.connect() as conn:
+        by_total = dict(conn.execute(select(orders.c.total_cents, orders.c.id)).all())
+        processed = conn.execute(select(refunds.c.id).where(refunds.c.status == "processed")).scalars().first()
+
+    def after(day_order_totals, refund=False):
+        run, event = _finished_run(instance, "order_workflow")
+        for total in day_order_totals:
+            march.order_event(by_total[total], run.run_id)
+        if refund:
+            march.refund_event(processed, run.run_id)  # processed 2024-03-12
+        return analytics.after_work_sensor(_sensor_context(analytics, instance, run, event, resources)), run
+
+    first, _ = after([10_000, 5_000])  # 2024-03-09 .. 2024-03-10
+    assert isinstance(first, dg.RunRequest)
+    job = analytics.definitions(resources).resolve_job_def(JOB_NAME)
+    queued = instance.create_run_for_job(job, tags=first.tags, status=dg.DagsterRunStatus.NOT_STARTED)
+
+    inside, inside_run = after([10_000])
+    assert isinstance(inside, dg.SkipReason)
+    assert queued.run_id in inside.skip_message and inside_run.run_id in inside.skip_message
+    outside, _ = after([10_000], refund=True)  # 2024-03-10 .. 2024-03-12
+    assert isinstance(outside, dg.RunRequest)
+
+    instance.handle_run_event(queued.run_id, dg.DagsterEvent(
+        event_type_value=dg.DagsterEventType.RUN_START.value, job_name=JOB_NAME))
+    assert instance.get_run_by_id(queued.run_id).status == dg.DagsterRunStatus.STARTED
+    assert isinstance(after([10_000])[0], dg.RunRequest)  # started: it may have read already
+
+    instance.create_run_for_job(job, tags={}, status=dg.DagsterRunStatus.NOT_STARTED,
+                                asset_selection=frozenset({LEADERBOARD}))
+    assert isinstance(after([10_000])[0], dg.RunRequest)  # a leaderboard run reads no days
+
+
 def test_freshness_sensor_skips_what_changes_nothing(analytics, resources, engine, march):
     instance = dg.DagsterInstance.ephemeral()
     idle_run, idle_event = _finished_run(instance, "payment_settlement")

@@ -101,6 +101,25 @@ def refresh_request(
     return dg.RunRequest(run_key=run_key, tags={**tags, **partition_range_tags(first, last)})
 
 
+# A refresh run in these states has not read the database yet.
+NOT_YET_READING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
+
+
+def waiting_refresh_covering(instance: dg.DagsterInstance, request: dg.RunRequest) -> str | None:
+    """A refresh run that has not started reading and covers what the request asks for: its
+    days and the leaderboard. After a burst of finished batches, one queued run then brings all
+    of them into Redis, rather than a run per batch waiting its turn in the analytics pool."""
+    first, last = request.tags.get(RANGE_START_TAG), request.tags.get(RANGE_END_TAG)
+    wanted = {LEADERBOARD} if first is None else {DAILY_KPIS, LEADERBOARD}
+    for record in instance.get_run_records(filters=dg.RunsFilter(job_name=JOB_NAME, statuses=NOT_YET_READING)):
+        run = record.dagster_run
+        if run.asset_selection is not None and not wanted <= run.asset_selection:
+            continue
+        if first is None or (run.tags.get(RANGE_START_TAG, "9999") <= first and last <= run.tags.get(RANGE_END_TAG, "")):
+            return run.run_id
+    return None
+
+
 def _differences_md(differences: list[Difference]) -> dg.MetadataValue:
     rows = [[d.subject, d.field, d.database, d.redis] for d in differences[:_MAX_DIFFERENCES_SHOWN]]
     return dg.MetadataValue.md(markdown_table(["day", "field", "database", "redis"], rows))
@@ -404,13 +423,18 @@ def build_analytics(settings: Settings) -> Analytics:
             return dg.SkipReason(f"run {finished.run_id} of {finished.job_name} changed no order or refund")
         # One run over the covering span, not one per day: the days in a gap are recomputed to
         # the same values (idempotent), which costs far less than a run each.
-        return refresh_request(
+        request = refresh_request(
             settings,
             touched.first,
             touched.last,
             run_key=f"analytics-after-{finished.run_id}",
             tags={"ordersys/after_run": finished.run_id, "ordersys/after_job": finished.job_name},
         )
+        waiting = waiting_refresh_covering(context.instance, request)
+        if waiting:
+            return dg.SkipReason(f"run {waiting} of {JOB_NAME} has not started yet and covers the days of "
+                                 f"run {finished.run_id}: it reads them when it starts")
+        return request
 
     @dg.schedule(
         name="analytics_hourly",
