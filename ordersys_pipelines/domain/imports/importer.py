@@ -1,10 +1,12 @@
-"""Import one order file: stream → validate → stage chunk by chunk → merge once.
+"""Import one order file: stream → validate → stage chunk by chunk → merge.
 
 State lives in `import_files` (one row per content hash): `importing` while chunks are being
-staged, then `completed` (or `failed`: unreadable, every row rejected, or an unexpected error
-that ended its run, with the cause in one line in `error`). A run killed while `importing`, or
-failed by an unexpected error, leaves its committed chunks behind; the next run resumes after
-the last line they hold. A `completed` file is never imported twice, whatever its name.
+staged, `staged` while a merge in steps (SQLite) is under way, then `completed` (or `failed`:
+unreadable, every row rejected, or an unexpected error that ended its run, with the cause in
+one line in `error`). A run killed while `importing`, or failed by an unexpected error, leaves
+its committed chunks behind; the next run resumes after the last line they hold, or, once the
+merge's first step committed (`physical_lines` is set), with the merge of the orders still
+staged. A `completed` file is never imported twice, whatever its name.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from ordersys_pipelines.domain.imports.csv_format import (
 )
 from ordersys_pipelines.domain.imports.files import content_hash, partition_key
 from ordersys_pipelines.domain.imports.load import load_chunk
-from ordersys_pipelines.domain.imports.merge import mark_completed, merge_file
+from ordersys_pipelines.domain.imports.merge import (
+    MergeCounts,
+    check_orders,
+    drop_temp_tables,
+    mark_completed,
+    merge_file,
+    merge_orders,
+    order_slices,
+    record_counts,
+)
 from ordersys_pipelines.domain.imports.originals import quote_original_text
 from ordersys_pipelines.domain.imports.reader import CsvChunkReader, RawChunk
 from ordersys_pipelines.domain.imports.validate import ValidationOptions, validate_chunk
@@ -138,11 +149,15 @@ def import_order_file(
     validation = ValidationOptions(
         timezone=options.timezone, date_format=options.date_format, import_date=file_row.started_at
     )
-    resume_line = _last_committed_line(engine, file_id) if file_row.chunks_committed else None
+    # The merge's first step committed: every line is staged or rejected already.
+    checked = file_row.physical_lines > 0
+    resume_line = _last_committed_line(engine, file_id) if file_row.chunks_committed and not checked else None
     total_bytes = path.stat().st_size
     rows_this_run = 0
 
     def prepared():
+        if checked:
+            return
         for chunk in reader.chunks():
             if resume_line is not None:
                 chunk = _after_line(chunk, resume_line)
@@ -168,26 +183,12 @@ def import_order_file(
         _note_error(engine, file_id, run_id, describe_error(exc))
         raise
 
+    merge = _merge_in_steps if engine.dialect.name == "sqlite" else _merge_at_once
     try:
-        with engine.begin() as conn:
-            _assert_owner(conn, file_id, run_id)
-            first_merge_reject = _next_reject_id(conn)
-            counts = merge_file(conn, file_id, default_stock=options.default_stock)
-            quote_original_text(conn, file_id, first_merge_reject, path, options.encoding)
-            conn.execute(
-                update(import_files).where(import_files.c.id == file_id).values(
-                    physical_lines=reader.physical_lines, blank_lines=reader.blank_lines,
-                    continued_lines=reader.continued_lines)
-            )
-            rows_read = conn.execute(select(import_files.c.rows_read).where(import_files.c.id == file_id)).scalar_one()
-            error = None
-            status = "completed"
-            if rows_read and counts.lines_imported == 0:
-                status, error = "failed", f"every one of the {rows_read} rows was rejected"
-            mark_completed(conn, file_id, counts, status=status, error=error)
+        merge(engine, file_id, run_id, path, reader, options, checked=checked)
     except ImportSuperseded:
         raise
-    except Exception as exc:  # the merge rolled back; the staged chunks wait for the next run
+    except Exception as exc:  # the step rolled back; the staged rows wait for the next run
         _note_error(engine, file_id, run_id, describe_error(exc))
         raise
 
@@ -197,6 +198,69 @@ def import_order_file(
     result.ignored_columns = list(layout.ignored)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _merge_at_once(engine: Engine, file_id: int, run_id: str, path: Path, reader: CsvChunkReader,
+                   options: ImportOptions, *, checked: bool) -> None:
+    """The whole merge in one transaction (PostgreSQL, MariaDB: row locks let others work on)."""
+    with engine.begin() as conn:
+        _assert_owner(conn, file_id, run_id)
+        first_merge_reject = _next_reject_id(conn)
+        counts = merge_file(conn, file_id, default_stock=options.default_stock)
+        quote_original_text(conn, file_id, first_merge_reject, path, options.encoding)
+        _record_lines(conn, file_id, reader, status="importing")
+        record_counts(conn, file_id, counts)
+        _finish(conn, file_id)
+
+
+def _merge_in_steps(engine: Engine, file_id: int, run_id: str, path: Path, reader: CsvChunkReader,
+                    options: ImportOptions, *, checked: bool) -> None:
+    """The merge in bounded transactions (SQLite, where a transaction holds the one write lock
+    and every other writer waits): first the whole-order checks, customers and products, then
+    the orders slice by slice, about `chunk_rows` lines each, every order whole in one of them.
+    Each step removes what it merged from staging, so a killed run goes on with the rest; the
+    last one completes the file, which is what makes its orders eligible for the workflow."""
+    with engine.begin() as conn:
+        _assert_owner(conn, file_id, run_id)
+        if not checked:
+            first_merge_reject = _next_reject_id(conn)
+            counts = check_orders(conn, file_id, default_stock=options.default_stock)
+            drop_temp_tables(conn)
+            quote_original_text(conn, file_id, first_merge_reject, path, options.encoding)
+            _record_lines(conn, file_id, reader, status="staged")
+            record_counts(conn, file_id, counts)
+        slices = order_slices(conn, file_id, options.chunk_rows)
+        if not slices:
+            _finish(conn, file_id)
+    for number, between in enumerate(slices, start=1):
+        with engine.begin() as conn:
+            _assert_owner(conn, file_id, run_id)
+            first_merge_reject = _next_reject_id(conn)
+            counts = MergeCounts()
+            merge_orders(conn, file_id, counts, between=between)
+            quote_original_text(conn, file_id, first_merge_reject, path, options.encoding)
+            record_counts(conn, file_id, counts)
+            if number == len(slices):
+                _finish(conn, file_id)
+
+
+def _record_lines(conn, file_id: int, reader: CsvChunkReader, *, status: str) -> None:
+    conn.execute(
+        update(import_files).where(import_files.c.id == file_id).values(
+            status=status, physical_lines=reader.physical_lines, blank_lines=reader.blank_lines,
+            continued_lines=reader.continued_lines)
+    )
+
+
+def _finish(conn, file_id: int) -> None:
+    """Complete the file, or fail it when not one of its rows could be imported."""
+    rows_read, imported = conn.execute(
+        select(import_files.c.rows_read, import_files.c.lines_imported).where(import_files.c.id == file_id)
+    ).one()
+    if rows_read and imported == 0:
+        mark_completed(conn, file_id, status="failed", error=f"every one of the {rows_read} rows was rejected")
+    else:
+        mark_completed(conn, file_id, status="completed", error=None)
 
 
 def read_ahead(items: Iterator, depth: int = 1) -> Iterator:
@@ -267,10 +331,11 @@ def _claim_file(engine: Engine, digest: str, name: str, key: str, run_id: str):
                          finished_at=None)
         else:
             reset = {}
+        status = "staged" if row.physical_lines and not reset else "importing"
         conn.execute(
             update(import_files)
             .where(import_files.c.id == row.id)
-            .values(status="importing", error=None, run_id=run_id, partition_key=key, **reset)
+            .values(status=status, error=None, run_id=run_id, partition_key=key, **reset)
         )
         return conn.execute(select(import_files).where(import_files.c.id == row.id)).one()
 
@@ -342,7 +407,7 @@ def mark_run_failed(engine: Engine, run_id: str, cause: str) -> None:
     with engine.begin() as conn:
         conn.execute(
             update(import_files)
-            .where(import_files.c.run_id == run_id, import_files.c.status == "importing")
+            .where(import_files.c.run_id == run_id, import_files.c.status.in_(("importing", "staged")))
             .values(status="failed", error=cause[:2000], finished_at=utcnow())
         )
 

@@ -1,9 +1,11 @@
 """Turn a file's staged rows into customers, products, orders and order lines, set-wise.
 
-Runs once, after every chunk of the file is staged, in ONE transaction: either the whole file's
-orders appear (and the file is `completed`, which is what makes its orders eligible for the
-workflow) or none do. So the lines of one order are imported together even when they lie far
-apart in the file or straddle chunks.
+Runs after every chunk of the file is staged. On PostgreSQL and MariaDB in ONE transaction
+(`merge_file`). On SQLite, whose one writer blocks every other transaction meanwhile, in
+bounded steps (`check_orders`, then `merge_orders` per slice of order_refs, each its own
+transaction): an order is still written whole in one step, and none is eligible for the
+workflow before the file is `completed`. Either way the lines of one order are imported
+together even when they lie far apart in the file or straddle chunks.
 
 Orders are all-or-nothing. A whole order is rejected, every line with a reason naming why,
 when one of its lines was rejected while staging; when its lines disagree on what is one value
@@ -133,6 +135,17 @@ def _staged_text():
 
 
 def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCounts:
+    """The whole merge in the caller's one transaction."""
+    counts = check_orders(conn, file_id, default_stock=default_stock)
+    merge_orders(conn, file_id, counts)
+    _clear_staging(conn, file_id)
+    drop_temp_tables(conn)
+    return counts
+
+
+def check_orders(conn: Connection, file_id: int, *, default_stock: int) -> MergeCounts:
+    """Reject the orders that cannot be imported whole (taking their lines out of staging) and
+    add the customers and products of the others. Leaves `file_orders` filled for them."""
     counts = MergeCounts()
     pg = conn.dialect.name == "postgresql"
     s = import_staging
@@ -146,7 +159,7 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
         conn.exec_driver_sql("SET LOCAL default_statistics_target = 10")
         conn.exec_driver_sql("ANALYZE import_staging")
     else:
-        _drop_temp_tables(conn)
+        drop_temp_tables(conn)
 
     # Orders with a line rejected while staging, or with a total beyond 64-bit cents, go first.
     _create_temp_table(conn, rejected_orders)
@@ -176,25 +189,8 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
     counts.rejected += _reject_orders(conn, file_id, merging=False)
 
     # The file's orders: date, total of all lines, and the ranges of what must be one value.
-    _create_temp_table(conn, file_orders)
-    customer_key = func.coalesce(s.c.customer_email, s.c.customer_ref)
-    conn.execute(
-        insert(file_orders).from_select(
-            ["order_ref", "order_date", "customer_email", "customer_ref", "customer_name", "key_min", "key_max",
-             "date_max", "total_cents"],
-            select(
-                s.c.order_ref, func.min(s.c.order_date), func.min(s.c.customer_email), func.min(s.c.customer_ref),
-                func.max(s.c.customer_name), func.min(customer_key),
-                func.max(customer_key), func.max(s.c.order_date), func.sum(s.c.quantity * s.c.unit_price_cents),
-            )
-            .where(staged)
-            .group_by(s.c.order_ref),
-        )
-    )
-    if pg:
-        conn.exec_driver_sql("ANALYZE tmp_import_orders")
+    _fill_file_orders(conn, staged)
     t = file_orders.c
-    joined = and_(staged, s.c.order_ref == t.order_ref)
 
     # Lines of one order that disagree on the customer or the order date. Names may differ
     # ("Ann", "Ann Smith"): an order holds no name, and the customer is keyed by e-mail.
@@ -237,6 +233,66 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
             select(key, func.max(t.customer_name), literal(now, DateTime)).where(keyed).group_by(key),
         )
         counts.new_customers += _rowcount(conn, statement)
+    return counts
+
+
+def _fill_file_orders(conn: Connection, staged) -> None:
+    """One row per order_ref of the staged lines `staged` selects."""
+    s = import_staging
+    _create_temp_table(conn, file_orders)
+    customer_key = func.coalesce(s.c.customer_email, s.c.customer_ref)
+    conn.execute(
+        insert(file_orders).from_select(
+            ["order_ref", "order_date", "customer_email", "customer_ref", "customer_name", "key_min", "key_max",
+             "date_max", "total_cents"],
+            select(
+                s.c.order_ref, func.min(s.c.order_date), func.min(s.c.customer_email), func.min(s.c.customer_ref),
+                func.max(s.c.customer_name), func.min(customer_key),
+                func.max(customer_key), func.max(s.c.order_date), func.sum(s.c.quantity * s.c.unit_price_cents),
+            )
+            .where(staged)
+            .group_by(s.c.order_ref),
+        )
+    )
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE tmp_import_orders")
+
+
+def order_slices(conn: Connection, file_id: int, lines: int) -> list[tuple[str, str]]:
+    """(first, last) order_refs of consecutive slices of the staged orders, about `lines` staged
+    lines each (an order is never split)."""
+    s = import_staging.c
+    per_order = conn.execute(
+        select(s.order_ref, func.count()).where(s.file_id == file_id).group_by(s.order_ref).order_by(s.order_ref)
+    ).all()
+    slices, first, size = [], None, 0
+    for ref, count in per_order:
+        first = ref if first is None else first
+        size += count
+        if size >= lines:
+            slices.append((first, ref))
+            first, size = None, 0
+    if first is not None:
+        slices.append((first, per_order[-1][0]))
+    return slices
+
+
+def merge_orders(conn: Connection, file_id: int, counts: MergeCounts, *,
+                 between: tuple[str, str] | None = None) -> None:
+    """Write the headers and lines of the orders in `file_orders`, adding to `counts`. With
+    `between`, `file_orders` is first filled with the staged orders in that order_ref range
+    (after `check_orders` committed), and their staged lines are removed once written."""
+    s = import_staging
+    staged = s.c.file_id == file_id
+    now = utcnow()
+    if between is not None:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+        drop_temp_tables(conn)
+        staged = and_(staged, s.c.order_ref.between(*between))
+        _fill_file_orders(conn, staged)
+    t = file_orders.c
+    joined = and_(staged, s.c.order_ref == t.order_ref)
 
     # Orders an earlier file brought in: lock them so the workflow cannot move them meanwhile.
     existing = select(orders.c.id, orders.c.status).where(orders.c.order_ref.in_(select(t.order_ref)))
@@ -296,14 +352,14 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
             ),
         )
     )
-    if pg:
+    if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("ANALYZE tmp_import_order_ids")
     ids = file_order_ids.c
 
     # Lines, numbered in file order within each order (and written in order_id order, so the
     # foreign-key and (order_id, line_no) checks walk the pages of orders and the index in turn).
     line_no = func.row_number().over(partition_by=ids.order_id, order_by=s.c.line_number)
-    counts.lines_imported = _rowcount(
+    counts.lines_imported += _rowcount(
         conn,
         insert(order_lines).from_select(
             ["order_id", "line_no", "product_id", "quantity", "unit_price_cents"],
@@ -314,11 +370,9 @@ def merge_file(conn: Connection, file_id: int, *, default_stock: int) -> MergeCo
             .where(staged),
         ),
     )
-
-    _clear_staging(conn, file_id)
-    if not pg:
-        _drop_temp_tables(conn)
-    return counts
+    if between is not None:
+        conn.execute(delete(s).where(staged))
+        drop_temp_tables(conn)
 
 
 def _reject_orders(conn: Connection, file_id: int, *, merging: bool) -> int:
@@ -345,8 +399,10 @@ def _create_temp_table(conn: Connection, table: Table) -> None:
     (table if conn.dialect.name == "postgresql" else _KEYED_TEMP_TABLES[table.name]).create(conn)
 
 
-def _drop_temp_tables(conn: Connection) -> None:
+def drop_temp_tables(conn: Connection) -> None:
     """PostgreSQL drops them at commit; elsewhere they live as long as the pooled connection."""
+    if conn.dialect.name == "postgresql":
+        return
     for table in (file_order_ids, file_orders, rejected_orders):
         if is_mysql(conn):  # TEMPORARY: never drops a real table, and no implicit commit
             conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
@@ -400,20 +456,25 @@ def _rowcount(conn: Connection, statement) -> int:
     return conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
 
 
-def mark_completed(conn: Connection, file_id: int, counts: MergeCounts, *, status: str, error: str | None) -> None:
+def record_counts(conn: Connection, file_id: int, counts: MergeCounts) -> None:
+    """Add what a merge step did to the file's counters, in that step's transaction."""
+    f = import_files.c
     conn.execute(
         update(import_files)
-        .where(import_files.c.id == file_id)
+        .where(f.id == file_id)
         .values(
-            status=status,
-            error=error,
-            lines_imported=counts.lines_imported,
-            orders_imported=counts.orders,
-            new_customers=counts.new_customers,
-            new_products=counts.new_products,
-            rejected_rows=import_files.c.rejected_rows + counts.rejected,
-            finished_at=utcnow(),
+            lines_imported=f.lines_imported + counts.lines_imported,
+            orders_imported=f.orders_imported + counts.orders,
+            new_customers=f.new_customers + counts.new_customers,
+            new_products=f.new_products + counts.new_products,
+            rejected_rows=f.rejected_rows + counts.rejected,
         )
+    )
+
+
+def mark_completed(conn: Connection, file_id: int, *, status: str, error: str | None) -> None:
+    conn.execute(
+        update(import_files).where(import_files.c.id == file_id).values(status=status, error=error, finished_at=utcnow())
     )
 
 

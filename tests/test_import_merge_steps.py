@@ -1,0 +1,168 @@
+"""The merge in bounded steps on SQLite: no import transaction holds the one write lock for
+long, a run killed or failed between steps goes on with the orders still staged, orders appear
+whole and stay out of the workflow until the file is completed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from imports_support import rows, run_import, scalar, write
+from sqlalchemy import event, select
+from test_import_load import MIXED_FILE
+
+from ordersys_pipelines.db import migrate
+from ordersys_pipelines.db.engine import get_engine
+from ordersys_pipelines.db.schema import orders
+from ordersys_pipelines.domain.imports import importer
+from ordersys_pipelines.domain.imports.generate import generate_orders
+from ordersys_pipelines.domain.imports.importer import ImportOptions, import_order_file, mark_run_failed
+from ordersys_pipelines.domain.orders.reservation import eligible
+
+CHILD_IMPORT = """
+import sys
+from pathlib import Path
+from ordersys_pipelines.db import migrate
+from ordersys_pipelines.db.engine import get_engine
+from ordersys_pipelines.domain.imports.importer import ImportOptions, import_order_file
+import_order_file(get_engine(sys.argv[1]), Path(sys.argv[2]), options=ImportOptions(chunk_rows=int(sys.argv[3])))
+"""
+
+
+def eligible_orders(engine) -> int:
+    with engine.connect() as conn:
+        return len(conn.execute(select(orders.c.id).where(eligible())).all())
+
+
+def content(engine) -> list[tuple]:
+    """Every imported order with its lines, independent of ids."""
+    return rows(engine, "SELECT o.order_ref, o.status, o.total_cents, c.email, l.line_no, p.sku, l.quantity, "
+                        "l.unit_price_cents FROM orders o JOIN customers c ON c.id = o.customer_id "
+                        "JOIN order_lines l ON l.order_id = o.id JOIN products p ON p.id = l.product_id "
+                        "ORDER BY o.order_ref, l.line_no")
+
+
+def counts(engine) -> tuple:
+    return rows(engine, "SELECT status, rows_read, lines_imported, orders_imported, rejected_rows, new_customers, "
+                        "new_products FROM import_files")[0]
+
+
+class Killed(BaseException):
+    """As a kill: nothing in the import gets to handle it."""
+
+
+def die_after_first_slice(monkeypatch, exception: BaseException) -> list:
+    merged = []
+
+    def merge_then_die(conn, file_id, counts, *, between=None):
+        if merged:
+            raise exception
+        merged.append(between)
+        return real(conn, file_id, counts, between=between)
+
+    real = importer.merge_orders
+    monkeypatch.setattr(importer, "merge_orders", merge_then_die)
+    return merged
+
+
+def test_no_import_transaction_holds_the_sqlite_write_lock_for_long(sqlite_url, tmp_path):
+    """30k lines: the single merge transaction took 40 s here (a nested loop over the file's
+    orders for every line); in steps of 10k lines each transaction takes well under a second."""
+    engine = get_engine(sqlite_url)
+    path = tmp_path / "orders.csv"
+    generate_orders(path, rows=30_000, seed=3, bad_rows=5)
+    opened, held = {}, []
+
+    def begin(conn):  # BEGIN IMMEDIATE: the write lock is taken here
+        opened[id(conn)] = time.perf_counter()
+
+    def commit(conn):
+        held.append(time.perf_counter() - opened.pop(id(conn)))
+
+    event.listen(engine, "begin", begin)
+    event.listen(engine, "commit", commit)
+    try:
+        result = import_order_file(engine, path, options=ImportOptions(chunk_rows=10_000))
+    finally:
+        event.remove(engine, "begin", begin)
+        event.remove(engine, "commit", commit)
+    assert (result.status, result.lines_imported + result.rejected) == ("completed", 30_000)
+    assert len(held) >= 3 + 1 + 3  # claim, 3 chunks, the checks, 3 slices of orders
+    assert max(held) < 5, held
+
+
+def test_a_run_killed_between_merge_steps_goes_on_with_the_orders_still_staged(sqlite_url, tmp_path, monkeypatch):
+    engine = get_engine(sqlite_url)
+    merged = die_after_first_slice(monkeypatch, Killed())
+    with pytest.raises(Killed):
+        run_import(engine, tmp_path, MIXED_FILE, chunk_rows=2)
+    # The first slice's order is in, whole, but not for the workflow: its file is not completed.
+    assert merged == [("O1", "O1")]
+    assert rows(engine, "SELECT status FROM import_files") == [("staged",)]
+    assert rows(engine, "SELECT order_ref, total_cents FROM orders") == [("O1", 900)]
+    assert scalar(engine, "SELECT count(*) FROM order_lines") == 3
+    assert eligible_orders(engine) == 0
+
+    monkeypatch.undo()
+    result = run_import(engine, tmp_path, MIXED_FILE, chunk_rows=2)
+    assert (result.status, result.rows_this_run, result.rows_read, result.lines_imported, result.orders,
+            result.rejected) == ("completed", 0, 9, 8, 5, 1)
+    assert result.lines_balanced
+    assert eligible_orders(engine) == 5
+    assert scalar(engine, "SELECT count(*) FROM import_staging") == 0
+
+
+def test_a_run_failed_between_merge_steps_resumes_the_merge_on_rerun(sqlite_url, tmp_path, monkeypatch):
+    engine = get_engine(sqlite_url)
+    die_after_first_slice(monkeypatch, RuntimeError("disk full"))
+    path = write(tmp_path, "orders.csv", MIXED_FILE)
+    with pytest.raises(RuntimeError):
+        import_order_file(engine, path, run_id="run-1", options=ImportOptions(chunk_rows=2))
+    mark_run_failed(engine, "run-1", "RuntimeError: disk full")
+    assert rows(engine, "SELECT status, error FROM import_files") == [("failed", "RuntimeError: disk full")]
+
+    monkeypatch.undo()
+    result = run_import(engine, tmp_path, MIXED_FILE, chunk_rows=2)
+    assert (result.status, result.rows_read, result.lines_imported, result.orders, result.rejected) == (
+        "completed", 9, 8, 5, 1)
+    assert scalar(engine, "SELECT count(*) FROM import_rejects") == 1
+    again = run_import(engine, tmp_path, MIXED_FILE, name="again.csv")
+    assert again.already_imported and scalar(engine, "SELECT count(*) FROM order_lines") == 8
+
+
+def test_kill_9_during_the_merge_steps_then_rerun_gives_what_one_uninterrupted_run_gives(
+        sqlite_url, tmp_path):
+    path = tmp_path / "orders.csv"
+    generate_orders(path, rows=20_000, seed=5, bad_rows=10)
+    engine = get_engine(sqlite_url)
+    child = subprocess.Popen([sys.executable, "-c", CHILD_IMPORT, sqlite_url, str(path), "300"],
+                             cwd=Path(__file__).parent)
+    try:
+        # A plain WAL reader, which waits for no writer (the engine's BEGIN IMMEDIATE would).
+        watcher = sqlite3.connect(engine.url.database)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None:
+            if watcher.execute("SELECT count(*) FROM orders").fetchone()[0] > 0:
+                break
+            time.sleep(0.005)
+        watcher.close()
+        assert child.poll() is None, "the import ended before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert rows(engine, "SELECT status FROM import_files") == [("staged",)]
+    assert eligible_orders(engine) == 0
+    result = import_order_file(engine, path, options=ImportOptions(chunk_rows=300))
+    assert result.status == "completed" and result.lines_balanced
+    killed = (content(engine), counts(engine))
+
+    clean = get_engine(f"sqlite:///{tmp_path / 'clean.db'}")
+    migrate.upgrade(str(clean.url))
+    import_order_file(clean, path, options=ImportOptions(chunk_rows=300))
+    assert killed == (content(clean), counts(clean))
