@@ -13,10 +13,12 @@ Generates a 1M-line order file (cached in bench/out/), creates its own PostgreSQ
 
 Then the same file on MariaDB (a database of its own, dropped at the end): a raw
 `LOAD DATA LOCAL INFILE` of the file into one text table against the import's lines/s, and one
-table of both backends side by side.
+table of both backends side by side. `--backends sqlite` imports it into a fresh SQLite file as
+well and shows the import's longest transaction: on SQLite that is how long the one write lock
+was held, and every other writer (BEGIN IMMEDIATE) waited.
 
     python bench/import_bench.py [--rows 1000000] [--small-rows 200000] [--without-fk]
-                                 [--backends pg,mariadb] [--db-prefix ordersys_bench_imports]
+                                 [--backends pg,mariadb,sqlite] [--db-prefix ordersys_bench_imports]
 
 `--without-fk` adds one more import into a copy of the schema without the foreign keys of
 orders and order_lines, to show what their per-row checks cost.
@@ -124,14 +126,29 @@ def import_in_child(url: str, path: Path, chunk_rows: int) -> dict:
 def child(url: str, path: str, chunk_rows: int) -> None:
     """The asset's code path: materialize the file's orders_csv partition, in-process."""
     import dagster as dg
+    from sqlalchemy import event
 
     from ordersys_pipelines.assets.imports import order_files, orders_csv
+    from ordersys_pipelines.db.engine import get_engine
     from ordersys_pipelines.domain.imports.files import content_hash, partition_key
     from ordersys_pipelines.resources import DatabaseResource, ImportsResource
 
     if path == "-":  # only load the code: the baseline memory of an import process
         print(json.dumps({}))
         return
+    opened, transactions = {}, []
+
+    def begin(conn):
+        opened[id(conn)] = time.perf_counter()
+
+    def end(conn):  # a read ends in a rollback; on SQLite (BEGIN IMMEDIATE) it held the lock too
+        if id(conn) in opened:
+            transactions.append(time.perf_counter() - opened.pop(id(conn)))
+
+    engine = get_engine(url)  # the engine the asset's DatabaseResource gets
+    event.listen(engine, "begin", begin)
+    event.listen(engine, "commit", end)
+    event.listen(engine, "rollback", end)
     instance = dg.DagsterInstance.ephemeral()
     key = partition_key(Path(path).name, content_hash(Path(path)))
     instance.add_dynamic_partitions(order_files.name, [key])
@@ -153,6 +170,8 @@ def child(url: str, path: str, chunk_rows: int) -> None:
         "lines_imported": metadata["lines_imported"],
         "orders": metadata["orders"],
         "rejected": metadata["rejected"],
+        "transactions": len(transactions),
+        "longest_transaction": max(transactions, default=0.0),
     }))
 
 
@@ -185,7 +204,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--chunk-rows", type=int, default=50_000)
     parser.add_argument("--without-fk", action="store_true", help="also import without the foreign keys")
-    parser.add_argument("--backends", default="pg,mariadb", help="comma-separated: pg, mariadb (default both)")
+    parser.add_argument("--backends", default="pg,mariadb", help="comma-separated: pg, mariadb, sqlite (default pg,mariadb)")
     parser.add_argument("--db-prefix", default="ordersys_bench_imports",
                         help="name prefix of the benchmark's databases (the process id is appended)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -202,6 +221,8 @@ def main() -> None:
         summary.append(bench_postgres(args, big, small))
     if "mariadb" in backends:
         summary.append(bench_mariadb(args, big))
+    if "sqlite" in backends:
+        bench_sqlite(args, big)
     if len(summary) > 1:
         from tabulate import tabulate
 
@@ -227,6 +248,27 @@ def scratch_database(admin_url: str, name: str):
         admin.dispose()
 
     return url, drop
+
+
+def bench_sqlite(args, big: Path) -> None:
+    from tabulate import tabulate
+
+    from ordersys_pipelines.db import migrate
+
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/{args.db_prefix}.db"
+        migrate.upgrade(url)
+        full = import_in_child(url, big, args.chunk_rows)
+    rows = [
+        (f"import {args.rows:,} lines (orders_csv)", f"{full['rows_read'] / full['seconds']:,.0f} lines/s",
+         f"{full['seconds']:.2f} s"),
+        ("longest transaction (write lock held)", f"{full['longest_transaction']:.2f} s",
+         f"of {full['transactions']} transactions"),
+        ("lines imported / rejected / orders", f"{full['lines_imported']:,} / {full['rejected']:,} / {full['orders']:,}", ""),
+    ]
+    print()
+    print("SQLite")
+    print(tabulate(rows, headers=["measure", "value", "note"], tablefmt="github"))
 
 
 def bench_mariadb(args, big: Path) -> tuple:
