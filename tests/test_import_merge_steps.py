@@ -72,12 +72,13 @@ def die_after_first_slice(monkeypatch, exception: BaseException) -> list:
 
 
 def test_no_import_transaction_holds_the_sqlite_write_lock_for_long(sqlite_url, tmp_path):
-    """The merge of 100,000 lines took 285 s here in one transaction (a nested loop over the
-    file's orders for every line), and every other writer waited; in steps of 10k lines each
-    transaction takes well under a second."""
+    """In one transaction the merge holds SQLite's write lock for as long as the whole file takes
+    (and a file with many rejected orders took far longer: 2,000 in 100k lines added 95 s, a
+    scan of the staged lines for each); in steps of 10k lines each transaction takes about a
+    second."""
     engine = get_engine(sqlite_url)
     path = tmp_path / "orders.csv"
-    generate_orders(path, rows=30_000, seed=3, bad_rows=5)
+    generate_orders(path, rows=30_000, seed=3, bad_rows=1_500)
     opened, held = {}, []
 
     def begin(conn):  # BEGIN IMMEDIATE: the write lock is taken here
@@ -93,7 +94,7 @@ def test_no_import_transaction_holds_the_sqlite_write_lock_for_long(sqlite_url, 
     finally:
         event.remove(engine, "begin", begin)
         event.remove(engine, "commit", commit)
-    assert (result.status, result.lines_imported + result.rejected) == ("completed", 30_000)
+    assert (result.status, result.lines_imported, result.rejected) == ("completed", 28_500, 1_500)
     assert len(held) >= 1 + 3 + 1 + 3  # claim, 3 chunks, the checks, 3 slices of orders
     assert max(held) < 5, held
 

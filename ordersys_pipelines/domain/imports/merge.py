@@ -162,6 +162,8 @@ def check_orders(conn: Connection, file_id: int, *, default_stock: int) -> Merge
         drop_temp_tables(conn)
 
     # Orders with a line rejected while staging, or with a total beyond 64-bit cents, go first.
+    # Those still staged are found by IN, not by a correlated EXISTS, which SQLite runs as a scan
+    # of the staged lines for every rejected order (2,000 rejects in 100k lines: 95 s).
     _create_temp_table(conn, rejected_orders)
     r = import_rejects.c
     first_rejected = (
@@ -176,7 +178,7 @@ def check_orders(conn: Connection, file_id: int, *, default_stock: int) -> Merge
             first_rejected.c.order_ref,
             literal("order ") + first_rejected.c.order_ref + literal(" is not imported: its line ")
             + func.cast(first_rejected.c.line, String) + literal(" was rejected"),
-        ).where(exists().where(staged, s.c.order_ref == first_rejected.c.order_ref)),
+        ).where(first_rejected.c.order_ref.in_(select(s.c.order_ref).where(staged))),
     ))
     counts.rejected += _reject_orders(conn, file_id, merging=False)
     too_large = _orders_over_max_total(conn, file_id)
