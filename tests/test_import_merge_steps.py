@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from imports_support import rows, run_import, scalar, write
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from test_import_load import MIXED_FILE
 
 from ordersys_pipelines.db import migrate
@@ -22,7 +22,12 @@ from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.db.schema import orders
 from ordersys_pipelines.domain.imports import importer
 from ordersys_pipelines.domain.imports.generate import generate_orders
-from ordersys_pipelines.domain.imports.importer import ImportOptions, import_order_file, mark_run_failed
+from ordersys_pipelines.domain.imports.importer import (
+    ImportOptions,
+    ImportSuperseded,
+    import_order_file,
+    mark_run_failed,
+)
 from ordersys_pipelines.domain.orders.reservation import eligible
 
 CHILD_IMPORT = """
@@ -136,6 +141,24 @@ def test_a_run_failed_between_merge_steps_resumes_the_merge_on_rerun(sqlite_url,
     assert scalar(engine, "SELECT count(*) FROM import_rejects") == 1
     again = run_import(engine, tmp_path, MIXED_FILE, name="again.csv")
     assert again.already_imported and scalar(engine, "SELECT count(*) FROM order_lines") == 8
+
+
+def test_a_run_whose_file_another_run_took_over_between_merge_steps_stops(sqlite_url, tmp_path, monkeypatch):
+    engine = get_engine(sqlite_url)
+    real = importer.merge_orders
+
+    def merge_then_lose_the_file(conn, file_id, counts, *, between=None):
+        real(conn, file_id, counts, between=between)
+        conn.execute(text("UPDATE import_files SET run_id = 'another-run'"))
+
+    monkeypatch.setattr(importer, "merge_orders", merge_then_lose_the_file)
+    with pytest.raises(ImportSuperseded):
+        run_import(engine, tmp_path, MIXED_FILE, chunk_rows=2)
+    assert rows(engine, "SELECT status, run_id FROM import_files") == [("staged", "another-run")]
+    assert rows(engine, "SELECT order_ref FROM orders") == [("O1",)]
+    monkeypatch.undo()
+    result = run_import(engine, tmp_path, MIXED_FILE, chunk_rows=2)
+    assert (result.status, result.lines_imported, result.orders, result.rejected) == ("completed", 8, 5, 1)
 
 
 def test_kill_9_during_the_merge_steps_then_rerun_gives_what_one_uninterrupted_run_gives(

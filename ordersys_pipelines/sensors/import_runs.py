@@ -2,9 +2,9 @@
 
 The asset marks its file failed itself when the import raises. A run that never got there — its
 process killed (run monitoring then fails the run), or the run canceled — would leave the file
-`importing` for good; this sensor marks it failed with the run's failure message, so `ordersys
-status` and `ordersys imports show` say what happened. The committed chunks stay: a rerun of the
-partition resumes after them.
+`importing` (or `staged`, between the merge steps on SQLite) for good; this sensor marks it
+failed with the run's failure message, so `ordersys status` and `ordersys imports show` say what
+happened. The committed chunks (and merge steps) stay: a rerun of the partition resumes after them.
 """
 
 # No `from __future__ import annotations`: Dagster reads the resource annotations.
