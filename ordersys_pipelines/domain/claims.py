@@ -10,7 +10,9 @@ expires. (SQLite has one writer at a time, which gives the same guarantee.)
 
 Where the claimed rows are processed in the same transaction as they are claimed (no external
 call in between), `lock_claimable` takes them with the row locks alone: no stamp is written,
-and a crash frees them at once with the rollback.
+and a crash frees them at once with the rollback. A caller that hands the rows on past its
+commit can write the stamp itself in the statement that updates them anyway (notification
+dispatch does: one write per row instead of two).
 """
 
 from __future__ import annotations

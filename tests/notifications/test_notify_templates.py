@@ -94,6 +94,18 @@ def test_the_templates_folder_overrides_only_what_it_has(tmp_path):
         "Your order A-1001 has been delivered")
 
 
+
+def test_an_override_and_its_includes_see_jinjas_globals_and_the_fields(tmp_path):
+    """The globals a template sees are copied once (templates.make_globals): range, namespace,
+    cycler and the fields are there in the template, in an included one and in a block."""
+    (tmp_path / "_count.j2").write_text("{% set ns = namespace(n=0) %}{% for _ in range(3) %}"
+                                        "{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }} for {{ order_ref }}")
+    (tmp_path / "order_shipped.j2").write_text(
+        "{% block subject %}{% set c = cycler('a', 'b') %}{{ c.next() }}{{ c.next() }} {{ order_ref }}"
+        "{% endblock %}{% block body %}{% include '_count.j2' %}, {{ lines | length }} lines{% endblock %}")
+    rendered = render("order_shipped", template_context(_row("order_shipped"), "EUR"), str(tmp_path))
+    assert (rendered.subject, rendered.body) == ("ab A-1001", "3 for A-1001, 2 lines\n")
+
 @pytest.mark.parametrize(
     ("template", "message"),
     [

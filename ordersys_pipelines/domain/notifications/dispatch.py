@@ -1,8 +1,12 @@
 """Sending due notifications: claim, render, commit, send, mark.
 
-1. In one transaction: claim a batch of due notifications (claims.claim: FOR UPDATE SKIP LOCKED
-   on PostgreSQL, plus a lease), load what they are about with two queries, render the ones not
-   rendered yet, store subject/body/payload/channel and mark them `sending`. COMMIT.
+1. In one transaction: lock a batch of due, claimable notifications (claims.lock_claimable: FOR
+   UPDATE SKIP LOCKED on PostgreSQL and MariaDB, SQLite's single writer), load what they are
+   about with two queries, render the ones not rendered yet, and in one statement store
+   subject/body/payload/channel, mark them `sending` and stamp the claim (claimant and lease).
+   COMMIT. The row locks hold the batch until the stamp is committed with `sending`: a run
+   killed before the COMMIT leaves the rows pending and unclaimed, one killed after it leaves
+   them claimed until the lease lapses; each row is written once here, not twice.
 2. Send outside any transaction (the workflow's transactions are long gone; ours is committed).
 3. Mark the outcome in groups: `sent` (sent_at; one statement per group), back to `pending`
    with exponential backoff (attempts + 1, next_attempt_at), or `failed` with the last error
@@ -45,6 +49,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     update,
 )
 
@@ -52,7 +57,7 @@ from ordersys_pipelines.db.dialect import update_returning
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids, rowset
 from ordersys_pipelines.db.schema import notifications
-from ordersys_pipelines.domain.claims import claim, claimable
+from ordersys_pipelines.domain.claims import claimable, lock_claimable
 from ordersys_pipelines.domain.isolation import describe, in_savepoint, is_data_error, isolate
 from ordersys_pipelines.domain.notifications.breaker import Breaker, Breakers, channel_of, channels_paused
 from ordersys_pipelines.domain.notifications.channels import (
@@ -198,8 +203,11 @@ def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, lim
         due = due_clause(utcnow())
         if breakers.open_channels():  # this run has given up on them
             due = and_(due, channel_of(config).not_in(breakers.open_channels()))
-        ids = claim(conn, notifications, where=due, order_by=[n.next_attempt_at, n.id],
-                    limit=limit or config.batch_size, claimant=claimant, lease_seconds=config.lease_seconds)
+        # Locked, not yet stamped: the stamp is written with the texts below, so each row is
+        # written once here. Until the COMMIT the row locks keep other runs off these rows, and
+        # a run killed before it leaves them as they were.
+        ids = lock_claimable(conn, notifications, where=due, order_by=[n.next_attempt_at, n.id],
+                             limit=limit or config.batch_size)
         if not ids:
             result.breakers = breakers.report()
             return result
@@ -213,13 +221,14 @@ def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, lim
                 update(notifications)
                 .where(n.id == texts.c.id)
                 .values(status="sending", channel=texts.c.channel, subject=texts.c.subject,
-                        body=texts.c.body, payload=texts.c.payload)
+                        body=texts.c.body, payload=texts.c.payload, claimed_by=claimant,
+                        claim_expires_at=utcnow() + timedelta(seconds=config.lease_seconds))
             )
         marks = []
         for row, channel, error in broken:
             marks.append(_outcome(row, PermanentError(error), config, utcnow()))
             result.record(row.type, channel, "failed", row.id, error)
-        _write_marks(conn, marks, claimant)
+        _write_marks(conn, marks, held=true())  # locked in this transaction, never stamped
     result.claimed, result.batches = len(ids), 1
     _send(engine, config, claimant, ready, result, breakers, channels, claimed_at=started)
     if breakers.changed:
@@ -354,7 +363,7 @@ def _flush(engine: Engine, marks: list[_Mark], claimant: str, config: NotifierCo
     """Write `marks`; with `renew`, also renew the lease on the rest of the batch and return the
     ids still ours (None without: the lease has not lapsed since the last renewal)."""
     with engine.begin() as conn:
-        _write_marks(conn, marks, claimant)
+        _write_marks(conn, marks, held=n.claimed_by == claimant)
         if not renew:
             return None
         renewed = update_returning(
@@ -368,13 +377,14 @@ def _flush(engine: Engine, marks: list[_Mark], claimant: str, config: NotifierCo
         return {row.id for row in renewed}
 
 
-def _write_marks(conn: Connection, marks: list[_Mark], claimant: str) -> None:
-    # Only while this run still holds the claim: a lapsed claim belongs to whoever took it.
+def _write_marks(conn: Connection, marks: list[_Mark], *, held: ColumnElement[bool]) -> None:
+    # Only while this run still holds the row (`held`: its claim, or a lock of this transaction):
+    # a lapsed claim belongs to whoever took it.
     sent = [mark for mark in marks if mark.new_status == "sent"]
     if sent:  # the common case, one statement; sent_at is the group's last send (within a second)
         conn.execute(
             update(notifications)
-            .where(in_ids(conn, n.id, [mark.nid for mark in sent]), n.claimed_by == claimant)
+            .where(in_ids(conn, n.id, [mark.nid for mark in sent]), held)
             .values(status="sent", attempts=n.attempts + 1, sent_at=max(mark.sent for mark in sent),
                     claimed_by=None, claim_expires_at=None)
         )
@@ -382,7 +392,7 @@ def _write_marks(conn: Connection, marks: list[_Mark], claimant: str) -> None:
     if deferred:  # untried: attempts and last error stay as they were
         conn.execute(
             update(notifications)
-            .where(n.id == bindparam("nid"), n.claimed_by == claimant)
+            .where(n.id == bindparam("nid"), held)
             .values(status="pending", next_attempt_at=bindparam("next_at"), claimed_by=None, claim_expires_at=None),
             deferred,
         )
@@ -390,7 +400,7 @@ def _write_marks(conn: Connection, marks: list[_Mark], claimant: str) -> None:
     if others:  # retried or failed: each with its own error and next attempt time
         conn.execute(
             update(notifications)
-            .where(n.id == bindparam("nid"), n.claimed_by == claimant)
+            .where(n.id == bindparam("nid"), held)
             .values(status=bindparam("new_status"), attempts=bindparam("new_attempts"),
                     last_error=bindparam("error"), next_attempt_at=bindparam("next_at"),
                     claimed_by=None, claim_expires_at=None),
