@@ -16,7 +16,9 @@ second went, per run:
 
     sensor wait  trigger (the drop, or the latest step or run end before) → run created
     queue        run created → RUN_STARTING (run queue: its loop, the stage's tag limit)
-    launch       RUN_STARTING → RUN_START (the run's process starts and loads the code)
+    launch       RUN_STARTING → RUN_START (the run's process starts and loads the code), in two:
+      process    RUN_STARTING → "Started process for run" (Python, Dagster, the instance)
+      code load  that → RUN_START (the code location is imported, the execution plan built)
     step start   RUN_START → first STEP_START
     steps        the steps' own durations (STEP_START → STEP_SUCCESS), summed
     between      the rest of first STEP_START → last step end (starting the next step)
@@ -82,6 +84,7 @@ class RunTimes:
     started: float | None
     ended: float | None
     dequeued: float | None = None
+    process_started: float | None = None
     first_step: float | None = None
     last_step_end: float | None = None
     step_seconds: dict[str, float] = field(default_factory=dict)
@@ -203,6 +206,9 @@ def _epoch(value: datetime) -> float:
 # no RUN_DEQUEUED event of its own).
 DEQUEUED = {dg.DagsterEventType.RUN_DEQUEUED, dg.DagsterEventType.RUN_STARTING}
 STEP_END = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+# The engine event the run's process writes once Python, Dagster and the instance are up, before
+# it imports the code location (dagster/_grpc/impl.py).
+PROCESS_STARTED = "Started process for run"
 
 
 @contextmanager
@@ -238,6 +244,9 @@ def read_runs(home: Path, env: dict[str, str]) -> list[RunTimes]:
                     continue
                 if event.event_type in DEQUEUED and times.dequeued is None:
                     times.dequeued = entry.timestamp
+                elif (event.event_type == dg.DagsterEventType.ENGINE_EVENT and times.process_started is None
+                      and entry.message.startswith(PROCESS_STARTED)):
+                    times.process_started = entry.timestamp
                 elif event.event_type == dg.DagsterEventType.STEP_START:
                     starts[event.step_key] = entry.timestamp
                     times.first_step = min(times.first_step or entry.timestamp, entry.timestamp)
@@ -256,6 +265,8 @@ def breakdown(run: RunTimes, trigger: float) -> dict[str, float | None]:
         "sensor wait": span(trigger, run.created),
         "queue": span(run.created, run.dequeued),
         "launch": span(run.dequeued, run.started),
+        "process": span(run.dequeued, run.process_started),
+        "code load": span(run.process_started, run.started),
         "step start": span(run.started, run.first_step),
         "work": span(run.first_step, run.last_step_end),
         # The steps' own durations, and the rest of the work span: starting the next step
@@ -347,7 +358,8 @@ def fmt(value: float | None) -> str:
 def print_flow(flow: Flow) -> None:
     print(f"\n== {flow.label}: {flow.rows:,} lines, {flow.orders:,} orders"
           + (f"  [{flow.error}]" if flow.error else ""))
-    print("run                     created  sensor wait  queue  launch  step start   steps  between   tail   total  events")
+    print("run                     created  sensor wait  queue  launch (process  code load)  step start   steps  between"
+          "   tail   total  events")
     totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for run in flow.runs:
         parts = breakdown(run, trigger_of(run, flow.runs, flow.drop))
@@ -362,7 +374,7 @@ def print_flow(flow: Flow) -> None:
     for job, parts in totals.items():
         overhead = parts["total"] - parts["steps"]
         print(f"  {job:<22} {int(parts['runs'])} run(s): sensor wait {parts['sensor wait']:.1f}s, queue {parts['queue']:.1f}s, "
-              f"launch {parts['launch']:.1f}s, "
+              f"launch {parts['launch']:.1f}s (process {parts['process']:.1f}s, code load {parts['code load']:.1f}s), "
               f"step start {parts['step start']:.1f}s, steps {parts['steps']:.1f}s, between steps {parts['between']:.1f}s, "
               f"tail {parts['tail']:.1f}s; overhead beyond the steps {overhead / parts['runs']:.1f}s per run")
 

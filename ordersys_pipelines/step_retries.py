@@ -20,25 +20,33 @@ import smtplib
 from collections.abc import Callable, Iterator
 
 import dagster as dg
-import kombu.exceptions
-import redis.exceptions
 import sqlalchemy.exc
 
 from ordersys_pipelines.domain.failures import DATA_FAILURE, FAILURE_KIND
 from ordersys_pipelines.settings import get_settings
 
-# Exceptions that mean "the other side did not answer", whatever the statement or the data.
-TRANSIENT_CLASSES: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.DisconnectionError,
-    sqlalchemy.exc.TimeoutError,  # no pool connection in time
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    smtplib.SMTPConnectError,
-    smtplib.SMTPServerDisconnected,
-    kombu.exceptions.OperationalError,  # the broker
-    ConnectionError,  # refused, reset, broken pipe (OSError subclasses)
-    TimeoutError,
-)
+
+@functools.cache
+def transient_classes() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the other side did not answer", whatever the statement or the data.
+
+    The Redis and Celery client libraries are imported when a step has failed, not when the
+    code location loads: every run worker loads it, and most runs never fail."""
+    import kombu.exceptions
+    import redis.exceptions
+
+    return (
+        sqlalchemy.exc.DisconnectionError,
+        sqlalchemy.exc.TimeoutError,  # no pool connection in time
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        smtplib.SMTPConnectError,
+        smtplib.SMTPServerDisconnected,
+        kombu.exceptions.OperationalError,  # the broker
+        ConnectionError,  # refused, reset, broken pipe (OSError subclasses)
+        TimeoutError,
+    )
+
 # SQLite reports both "database is locked" and "no such table" as OperationalError: only the
 # first heals by waiting.
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "unable to open database")
@@ -67,7 +75,7 @@ def transient_cause(exc: BaseException) -> BaseException | None:
     while current is not None and seen < _CHAIN_DEPTH:
         if isinstance(current, dg.Failure) and not current.allow_retries:
             return None
-        if isinstance(current, TRANSIENT_CLASSES):
+        if isinstance(current, transient_classes()):
             return current
         if isinstance(current, sqlalchemy.exc.DBAPIError) and _transient_dbapi_error(current):
             return current

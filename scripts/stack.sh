@@ -44,6 +44,10 @@ up() {
     export ORDERSYS_REDIS_URL
   fi
   "$bin/ordersys" db upgrade
+  # Every run's own process imports the code location; with bytecode written beforehand it reads
+  # it instead of compiling every module again (nothing else writes it where
+  # PYTHONDONTWRITEBYTECODE is set). A module changed later is compiled again as usual.
+  "$bin/python" -m compileall -q "$root/ordersys_pipelines" > /dev/null || true
   # Dagster's event-write switches for webserver, daemon and run workers (cli/instance_home.py).
   eval "$("$bin/python" -m ordersys_pipelines.cli.instance_home --event-env)"
   # Stage pools take their limits from the stage tag limits (dagster.yaml, "Run limits").

@@ -8,18 +8,21 @@ owners at load time.
 
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
 from ordersys_pipelines.assets.stages import IMPORT_POOL, tag_run_with_stage
-from ordersys_pipelines.domain.imports.catalog import CatalogResult, load_catalog
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 from ordersys_pipelines.domain.imports.files import FAILED, PROCESSED, move_aside
 from ordersys_pipelines.domain.tables import markdown_table
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.imports import ImportsResource
 from ordersys_pipelines.step_retries import retry_transient
+
+if TYPE_CHECKING:  # the loader (pyarrow, numpy) is imported by the step: other runs load none of it
+    from ordersys_pipelines.domain.imports.catalog import CatalogResult
 
 STAGE_TAGS = {"ordersys/stage": "import"}
 
@@ -36,7 +39,7 @@ def _locate(path: str, imports: ImportsResource) -> Path:
     raise dg.Failure(f"catalog file {path} not found", allow_retries=False)
 
 
-def catalog_metadata(result: CatalogResult, path: Path) -> dict:
+def catalog_metadata(result: "CatalogResult", path: Path) -> dict:
     rejects = [(r.line_number, r.reason) for r in result.rejects]
     return {
         "file": str(path),
@@ -65,6 +68,8 @@ def catalog_metadata(result: CatalogResult, path: Path) -> dict:
 def product_catalog(
     context: dg.AssetExecutionContext, config: CatalogConfig, database: DatabaseResource, imports: ImportsResource
 ) -> dg.MaterializeResult:
+    from ordersys_pipelines.domain.imports.catalog import load_catalog
+
     tag_run_with_stage(context, "import")
     path = _locate(config.path, imports)
     try:

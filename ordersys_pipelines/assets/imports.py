@@ -9,6 +9,7 @@ import with the configured options, files the CSV away (`processed/`, or `failed
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
@@ -16,18 +17,13 @@ from pydantic import Field
 from ordersys_pipelines.assets.stages import IMPORT_POOL, tag_run_with_stage
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError
 from ordersys_pipelines.domain.imports.files import FAILED, PROCESSED, find_partition_file, move_aside
-from ordersys_pipelines.domain.imports.importer import (
-    ChunkProgress,
-    ImportResult,
-    ImportSuperseded,
-    describe_error,
-    import_order_file,
-    mark_run_failed,
-)
 from ordersys_pipelines.domain.tables import markdown_table
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.imports import ImportsResource
 from ordersys_pipelines.step_retries import retry_transient, transient_cause
+
+if TYPE_CHECKING:  # the importer (pyarrow, numpy) is imported by the step: other runs load none of it
+    from ordersys_pipelines.domain.imports.importer import ChunkProgress, ImportResult
 
 order_files = dg.DynamicPartitionsDefinition(name="order_files")
 
@@ -36,11 +32,11 @@ NO_REJECTS_LOST = "no_rejects_lost"
 SAMPLE_ROWS = 10
 
 # In-process callers (the CLI's progress bar, tests injecting a failure) listen to chunk commits.
-_chunk_listeners: list[Callable[[ChunkProgress], None]] = []
+_chunk_listeners: list[Callable[["ChunkProgress"], None]] = []
 
 
 @contextmanager
-def chunk_listener(callback: Callable[[ChunkProgress], None]) -> Iterator[None]:
+def chunk_listener(callback: Callable[["ChunkProgress"], None]) -> Iterator[None]:
     _chunk_listeners.append(callback)
     try:
         yield
@@ -67,7 +63,7 @@ def _locate(config: OrdersCsvConfig, key: str, imports: ImportsResource) -> Path
     return found
 
 
-def _rejects_table(result: ImportResult) -> str:
+def _rejects_table(result: "ImportResult") -> str:
     if not result.sample_rejects:
         return "No rejected rows."
     rows = [(line, reason, raw[:120]) for line, reason, raw in result.sample_rejects[:SAMPLE_ROWS]]
@@ -77,7 +73,7 @@ def _rejects_table(result: ImportResult) -> str:
     return table
 
 
-def import_metadata(result: ImportResult, path: Path) -> dict:
+def import_metadata(result: "ImportResult", path: Path) -> dict:
     return {
         "dagster/row_count": result.lines_imported,
         "file": str(path),
@@ -129,6 +125,14 @@ def import_metadata(result: ImportResult, path: Path) -> dict:
 def orders_csv(
     context: dg.AssetExecutionContext, config: OrdersCsvConfig, database: DatabaseResource, imports: ImportsResource
 ) -> dg.MaterializeResult:
+    from ordersys_pipelines.domain.imports.importer import (
+        ChunkProgress,
+        ImportSuperseded,
+        describe_error,
+        import_order_file,
+        mark_run_failed,
+    )
+
     tag_run_with_stage(context, "import")
     path = _locate(config, context.partition_key, imports)
     options = imports.options(date_format=config.date_format, columns=config.columns, encoding=config.encoding)

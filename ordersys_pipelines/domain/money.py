@@ -9,9 +9,13 @@ refund requests) share one grammar, so both accept exactly the same texts.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
+# pyarrow (and numpy with it) only to read amounts: `parse_cents` is the import's vectorized reader
+# and `parse_amount` runs the same for one value. The renderings, which every stage uses, need
+# neither, so the readers import it when called.
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£"}
 # ISO 4217 currencies whose minor unit is not a hundredth.
@@ -63,6 +67,9 @@ class AmountError(ValueError):
 def parse_cents(column: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     """Exact decimal text (a pyarrow string array, no sign) → (cents, is_not_an_amount,
     has_more_than_two_decimals), vectorized; never through float."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     parts = pc.extract_regex(column, AMOUNT)
     units = pc.fill_null(parts.field("units"), "")
     fraction = pc.fill_null(parts.field("fraction"), "")
@@ -90,6 +97,8 @@ def parse_amount(text: str) -> int:
     digits = stripped[1:] if negative else stripped
     if digits.lstrip("+").lower() in ("nan", "inf", "infinity", "snan"):
         raise AmountError(f"amount {text!r} is not a finite number")
+    import pyarrow as pa
+
     cents, bad, extra_precision = (array[0].as_py() for array in parse_cents(pa.array([digits], pa.string())))
     if extra_precision:
         raise AmountError(f"amount {text!r} has more than 2 decimals")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from ordersys_pipelines.domain.imports.files import FAILED, PROCESSED
-from ordersys_pipelines.domain.imports.importer import ImportOptions
+
+if TYPE_CHECKING:  # the importer (pyarrow, numpy) is imported where a file is imported
+    from ordersys_pipelines.domain.imports.importer import ImportOptions
 
 
 class ImportsResource(dg.ConfigurableResource):
@@ -28,6 +31,8 @@ class ImportsResource(dg.ConfigurableResource):
         return [self.inbox_path, self.inbox_path / PROCESSED, self.inbox_path / FAILED]
 
     def options(self, *, date_format: str | None = None, columns: str | None = None, encoding: str = "utf-8") -> ImportOptions:
+        from ordersys_pipelines.domain.imports.importer import ImportOptions
+
         return ImportOptions(
             chunk_rows=self.chunk_rows,
             default_stock=self.default_stock,

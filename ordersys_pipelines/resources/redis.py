@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import redis
+
+if TYPE_CHECKING:  # the client library is imported when a client is made: most runs never make one
+    import redis
 
 
 class RedisUnavailable(RuntimeError):
@@ -16,6 +19,8 @@ class RedisUnavailable(RuntimeError):
 
 def connect(url: str, timeout: float = 2.0) -> redis.Redis:
     """A client that has answered PING, or RedisUnavailable naming the URL."""
+    import redis
+
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout, decode_responses=True)
     try:
         client.ping()

@@ -11,7 +11,6 @@ happened. The committed chunks (and merge steps) stay: a rerun of the partition 
 import dagster as dg
 
 from ordersys_pipelines.domain.failures import one_line
-from ordersys_pipelines.domain.imports.importer import mark_run_failed
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.sensors.workflow import is_import_run
 
@@ -29,6 +28,9 @@ def _import_run_ended_sensor(name: str, status: dg.DagsterRunStatus, how: str) -
         if not is_import_run(run):
             return dg.SkipReason(f"run {run.run_id} ({run.job_name}) is not an orders import")
         message = one_line(context.dagster_event.message or "") or "no message"
+        # Here, not at the top: the importer brings pyarrow and numpy, which only an import needs.
+        from ordersys_pipelines.domain.imports.importer import mark_run_failed
+
         mark_run_failed(database.engine, run.run_id, f"the import run {how}: {message}")
         return None
 

@@ -23,12 +23,14 @@ from ordersys_pipelines.db.engine import reading
 from ordersys_pipelines.db.schema import import_files
 from ordersys_pipelines.domain.imports.csv_format import CsvFormatError, detect_kind
 from ordersys_pipelines.domain.imports.files import content_hash, inbox_files, partition_key
-from ordersys_pipelines.domain.imports.reader import read_header
 from ordersys_pipelines.resources.database import DatabaseResource
 from ordersys_pipelines.resources.imports import ImportsResource
 
 
 def _kind(path: Path) -> str:
+    # Imported here: the reader brings pyarrow and numpy, and every run worker loads this module.
+    from ordersys_pipelines.domain.imports.reader import read_header
+
     try:
         return detect_kind(read_header(path)[0])
     except (CsvFormatError, OSError):

@@ -17,10 +17,12 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-
-import redis
+from typing import TYPE_CHECKING
 
 from ordersys_pipelines.domain.analytics.leaderboard import LeaderboardEntry
+
+if TYPE_CHECKING:  # the store is handed a client; only the one who makes it needs the library
+    import redis
 
 DAY_KEY = "kpi:daily:{day}"
 LEADERBOARD_KEY = "leaderboard:customers"

@@ -13,11 +13,12 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from ordersys_pipelines.domain.money import for_customer
+
+if TYPE_CHECKING:  # imported by the functions that render: only the dispatch's runs need Jinja2
+    import jinja2
 
 PACKAGED_TEMPLATES = Path(__file__).with_name("templates")
 BLOCKS = ("subject", "body")
@@ -54,7 +55,6 @@ class Rendered:
     body: str
 
 
-@jinja2.pass_context
 def _money(context, cents: int) -> str:
     return for_customer(cents, context["currency"])
 
@@ -72,6 +72,8 @@ class _Environment(jinja2.Environment):
 @functools.lru_cache(maxsize=8)
 def environment(templates_dir: str | None = None) -> jinja2.Environment:
     """The template environment: the override folder first, then the packaged templates."""
+    import jinja2
+
     loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(PACKAGED_TEMPLATES))]
     if templates_dir:
         loaders.insert(0, jinja2.FileSystemLoader(templates_dir))
@@ -85,7 +87,7 @@ def environment(templates_dir: str | None = None) -> jinja2.Environment:
         # at every message was a third of rendering. A changed template applies to the next run.
         auto_reload=False,
     )
-    env.filters["money"] = _money
+    env.filters["money"] = jinja2.pass_context(_money)
     return env
 
 
@@ -95,6 +97,8 @@ def template_name(notification_type: str) -> str:
 
 def render(notification_type: str, context: dict[str, Any], templates_dir: str | None = None) -> Rendered:
     """Subject (one line) and body of `notification_type` for `context`."""
+    import jinja2
+
     name = template_name(notification_type)
     env = environment(templates_dir)
     try:
