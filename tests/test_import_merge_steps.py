@@ -79,18 +79,25 @@ def die_after_first_slice(monkeypatch, exception: BaseException) -> list:
 def test_no_import_transaction_holds_the_sqlite_write_lock_for_long(sqlite_url, tmp_path):
     """In one transaction the merge holds SQLite's write lock for as long as the whole file takes
     (and a file with many rejected orders took far longer: 2,000 in 100k lines added 95 s, a
-    scan of the staged lines for each); in steps of 10k lines each transaction takes about a
-    second."""
+    scan of the staged lines for each); in steps of 10k lines no transaction does more than a
+    share of the import's work. Counted in SQLite's virtual-machine instructions, which do not
+    depend on the machine's speed or load."""
     engine = get_engine(sqlite_url)
     path = tmp_path / "orders.csv"
     generate_orders(path, rows=30_000, seed=3, bad_rows=1_500)
-    opened, held = {}, []
+    ticks, held = [0], []
+
+    def tick():
+        ticks[0] += 1
+        return 0  # 0: go on
 
     def begin(conn):  # BEGIN IMMEDIATE: the write lock is taken here
-        opened[id(conn)] = time.perf_counter()
+        conn.connection.driver_connection.set_progress_handler(tick, 1000)
+        conn.info["ticks_at_begin"] = ticks[0]
 
     def commit(conn):
-        held.append(time.perf_counter() - opened.pop(id(conn)))
+        held.append(ticks[0] - conn.info.pop("ticks_at_begin"))
+        conn.connection.driver_connection.set_progress_handler(None, 0)
 
     event.listen(engine, "begin", begin)
     event.listen(engine, "commit", commit)
@@ -101,7 +108,7 @@ def test_no_import_transaction_holds_the_sqlite_write_lock_for_long(sqlite_url, 
         event.remove(engine, "commit", commit)
     assert (result.status, result.lines_imported, result.rejected) == ("completed", 28_500, 1_500)
     assert len(held) >= 1 + 3 + 1 + 3  # claim, 3 chunks, the checks, 3 slices of orders
-    assert max(held) < 5, held
+    assert max(held) < 0.4 * sum(held), held
 
 
 def test_a_run_killed_between_merge_steps_goes_on_with_the_orders_still_staged(sqlite_url, tmp_path, monkeypatch):
