@@ -59,14 +59,21 @@ def _money(context, cents: int) -> str:
     return for_customer(cents, context["currency"])
 
 
-class _Environment(jinja2.Environment):
-    """Templates whose globals are a plain dict, not jinja2's ChainMap over the environment's:
-    every render and every include makes a context that copies the globals, and walking the
-    ChainMap for it was a third of rendering. The globals are complete when the environment
-    is made (nothing is added later), so a copy sees the same names."""
+@functools.cache
+def _environment_class() -> type[jinja2.Environment]:
+    """Made on first use, as Jinja2 is imported only by the runs that render."""
+    import jinja2
 
-    def make_globals(self, d):
-        return {**self.globals, **(d or {})}
+    class PlainGlobalsEnvironment(jinja2.Environment):
+        """Templates whose globals are a plain dict, not jinja2's ChainMap over the environment's:
+        every render and every include makes a context that copies the globals, and walking the
+        ChainMap for it was a third of rendering. The globals are complete when the environment
+        is made (nothing is added later), so a copy sees the same names."""
+
+        def make_globals(self, d):
+            return {**self.globals, **(d or {})}
+
+    return PlainGlobalsEnvironment
 
 
 @functools.lru_cache(maxsize=8)
@@ -77,7 +84,7 @@ def environment(templates_dir: str | None = None) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(PACKAGED_TEMPLATES))]
     if templates_dir:
         loaders.insert(0, jinja2.FileSystemLoader(templates_dir))
-    env = _Environment(
+    env = _environment_class()(
         loader=jinja2.ChoiceLoader(loaders),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # plain-text messages
