@@ -1,9 +1,10 @@
 """Fresh planner statistics during a long backlog, without relying on autovacuum.
 
-A workflow run over a large backlog changes most rows of `orders` and `payment_callbacks`
-(every status moves on), and the plans of its claim queries follow the statistics: left stale,
-PostgreSQL goes on estimating the active states as they were at the import and picks worse
-plans as the backlog drains. Autovacuum would ANALYZE such a table, but a server may run with
+A workflow run over a large backlog changes most rows of `orders` (every status moves on),
+and the plans of its queries follow the statistics: left stale, PostgreSQL goes on estimating
+the active states as they were at the import and picks worse plans as the backlog drains.
+(`payment_callbacks` needs none: settlement finds the due callbacks through a partial index of
+the pending ones, migration 0008, which a settled callback leaves.) Autovacuum would ANALYZE such a table, but a server may run with
 it off (or behind), so the stages ask for it themselves: before a batch is claimed, each of the
 stage's tables whose changes since its last ANALYZE exceed 50 rows + 20% of the table is
 analyzed, in a short transaction of its own. (Autovacuum's default share is 10%; a workflow
