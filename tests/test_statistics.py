@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 from workflow_helpers import add_order, add_products
 
 from ordersys_pipelines.db import statistics
@@ -44,3 +44,23 @@ def test_a_table_that_changed_a_lot_is_analyzed_and_then_left_alone(pg_url):
 
 def test_other_databases_have_nothing_to_refresh(sqlite_url):
     assert statistics.refresh(get_engine(sqlite_url), ["orders"]) == []
+
+
+def test_orders_are_analyzed_only_once_they_changed_as_much_as_they_hold(pg_url):
+    engine = get_engine(pg_url)
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        for n in range(200):
+            add_order(conn, f"O-{n}", [("A", 1)])
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE orders"))
+    with engine.begin() as conn:  # 100 changes: past 50 + 20% of 200, short of 50 + 100%
+        first = list(conn.execute(select(orders.c.id).order_by(orders.c.id).limit(100)).scalars())
+        conn.execute(update(orders).where(orders.c.id.in_(first)).values(status_reason="changed"))
+    _wait_for_counters(engine, "orders", 100)
+    assert statistics.refresh(engine, ["orders"], share=statistics.ORDERS_SHARE) == []
+    with engine.begin() as conn:  # each order written twice more: 500 changes in all
+        conn.execute(update(orders).values(status_reason="changed again"))
+        conn.execute(update(orders).values(status_reason="and again"))
+    _wait_for_counters(engine, "orders", 500)
+    assert statistics.refresh(engine, ["orders"], share=statistics.ORDERS_SHARE) == ["orders"]

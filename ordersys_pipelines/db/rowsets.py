@@ -33,7 +33,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.types import NullType, TypeEngine
 
 Columns = Sequence[tuple[str, TypeEngine]]
 TEMP_TABLE_PREFIX = "rowset_"
@@ -103,7 +103,12 @@ def in_ids(conn: Connection, column_: ColumnElement, ids: Iterable[int], name: s
     """`column IN ids` with the ids as one parameter, however many there are."""
     ids = [int(i) for i in ids]
     if conn.dialect.name == "postgresql":
-        return column_ == any_(bindparam(name, ids, type_=ARRAY(BigInteger)))
+        # An array literal in a parameter of no declared type: psycopg adapts a list element by
+        # element in Python (about 15 ms of client CPU for 10,000 ids, against 2 ms to join them).
+        # Untyped, the parameter takes the type of the CAST and arrives as a constant array (a
+        # text parameter would be cast per row, and `= ANY` could not be hashed in a scan).
+        literal = "{" + ",".join(map(str, ids)) + "}"
+        return column_ == any_(cast(bindparam(name, literal, type_=NullType()), ARRAY(BigInteger)))
     if conn.dialect.name in ("mysql", "mariadb"):
         # PyMySQL interpolates parameters client-side: a plain IN list has no parameter cap and
         # lets the optimizer use the index as ranges, also in UPDATE/DELETE of the same table.

@@ -146,9 +146,13 @@ import_staging = Table(
     **TABLE_OPTIONS,
 )
 
-def _state_index(name: str, state: str, *columns: str) -> Index:
-    where = text(f"status = '{state}'")
+def _partial_index(name: str, predicate: str, *columns: str) -> Index:
+    where = text(predicate)
     return Index(name, *columns, postgresql_where=where, sqlite_where=where)
+
+
+def _state_index(name: str, state: str, *columns: str) -> Index:
+    return _partial_index(name, f"status = '{state}'", *columns)
 
 
 orders = Table(
@@ -260,10 +264,13 @@ payment_callbacks = Table(
     Column("event_status", String(20)),
     Column("amount_cents", BigInteger),
     *_claim_columns(),
-    Index("ix_payment_callbacks_status", "status", "available_at"),
-    Index("ix_payment_callbacks_payment_ref", "payment_ref"),
+    # Partial (PostgreSQL, SQLite; migration 0008): a settled callback leaves them. MariaDB keeps
+    # ix_payment_callbacks_status (status, available_at) and _payload_kept (payload_kept, id).
+    _state_index("ix_payment_callbacks_pending", "pending", "id"),
+    _state_index("ix_payment_callbacks_rejected", "rejected", "received_at"),
     # The bounded record of rejected deliveries, newest first, for pruning it to its cap.
-    Index("ix_payment_callbacks_payload_kept", "payload_kept", "id"),
+    _partial_index("ix_payment_callbacks_head", "payload_kept = 'head'", "id"),
+    Index("ix_payment_callbacks_payment_ref", "payment_ref"),
     **TABLE_OPTIONS,
 )
 

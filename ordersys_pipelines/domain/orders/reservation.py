@@ -186,7 +186,8 @@ def reserve_batch(
 ) -> ReservationResult:
     """Pick and reserve up to `batch_size` of the oldest eligible orders in one transaction.
     An order the reservation cannot read or write fails alone (domain.isolation)."""
-    statistics.refresh(engine, [orders.name, order_lines.name, products.name])
+    statistics.refresh(engine, [order_lines.name, products.name])
+    statistics.refresh(engine, [orders.name], share=statistics.ORDERS_SHARE)
     with exclusive_transaction(engine, RESERVATION_LOCK) as conn:
         ids = lock_created(conn, limit=batch_size)
         if not ids:
