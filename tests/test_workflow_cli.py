@@ -51,6 +51,31 @@ def test_process_runs_every_stage_until_nothing_is_left(cli, engine_, monkeypatc
     assert "done: 0 run(s)" in cli("process").output
 
 
+def test_process_settles_callbacks_already_due_in_the_workflow_run(cli, engine_, monkeypatch):
+    """As the Definitions do by default: reserve → pay → settle in one run when the gateway
+    answers at once, so no payment_settlement run is needed; with the switch off, one is."""
+    monkeypatch.setenv("ORDERSYS_GATEWAY_CALLBACK_DELAY", "0")
+    monkeypatch.setenv("ORDERSYS_GATEWAY_APPROVAL_RATE", "1")
+    with engine_.begin() as conn:
+        add_products(conn, {"A": 100})
+        for i in range(6):
+            add_order(conn, f"S-{i}", [("A", 1)])
+    settling = cli("process", "--no-analytics")
+    assert settling.exit_code == 0, settling.output
+    assert " workflow " in settling.output and " settlement " not in settling.output
+    with engine_.connect() as conn:
+        assert status_counts(conn) == {"finalized": 6}
+
+    monkeypatch.setenv("ORDERSYS_SETTLE_IN_WORKFLOW", "false")
+    with engine_.begin() as conn:
+        add_order(conn, "S-late", [("A", 1)])
+    separate = cli("process", "--no-analytics")
+    assert separate.exit_code == 0, separate.output
+    assert " workflow " in separate.output and " settlement " in separate.output
+    with engine_.connect() as conn:
+        assert status_counts(conn) == {"finalized": 7}
+
+
 def test_orders_show_cancel_ship_deliver(cli, engine_, tmp_path):
     with engine_.begin() as conn:
         add_products(conn, {"A": 10})

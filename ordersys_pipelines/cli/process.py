@@ -33,7 +33,7 @@ from ordersys_pipelines.jobs.common import SUMMARY_KEY, step_output_metadata
 from ordersys_pipelines.jobs.notifications import notification_dispatch
 from ordersys_pipelines.jobs.refunds import refund_processing
 from ordersys_pipelines.jobs.settlement import payment_settlement
-from ordersys_pipelines.jobs.workflow import order_workflow
+from ordersys_pipelines.jobs.workflow import order_workflow, order_workflow_settling
 from ordersys_pipelines.settings import Settings
 
 
@@ -47,6 +47,11 @@ class Stage:
     run_config: Callable[[Settings], dict] | None = None
     # When work will appear without anyone acting (delayed callbacks, leases); None: never.
     next_due: Callable[[Settings], datetime | None] | None = None
+    # The job for these settings, when it is not always `job` (the workflow settles or not).
+    job_for: Callable[[Settings], dg.JobDefinition] | None = None
+
+    def job_of(self, settings: Settings) -> dg.JobDefinition:
+        return self.job_for(settings) if self.job_for else self.job
 
 
 def _batch_config(ops: list[str]) -> Callable[[Settings], dict]:
@@ -93,9 +98,19 @@ def _notifications_pending(settings: Settings) -> bool:
         return due_summary(conn)[0] > 0
 
 
+def _workflow_job(settings: Settings) -> dg.JobDefinition:
+    """As the Definitions hold it: with the callbacks already due applied in the same run."""
+    return order_workflow_settling if settings.settle_in_workflow else order_workflow
+
+
+def _workflow_config(settings: Settings) -> dict:
+    ops = ["reserve_stock", "initiate_payments"] + (["apply_callbacks"] if settings.settle_in_workflow else [])
+    return _batch_config(ops)(settings)
+
+
 STAGES: list[Stage] = [
-    Stage("workflow", order_workflow, _workflow_pending, _batch_config(["reserve_stock", "initiate_payments"]),
-          _workflow_next_due),
+    Stage("workflow", order_workflow, _workflow_pending, _workflow_config, _workflow_next_due,
+          job_for=_workflow_job),
     Stage("settlement", payment_settlement, _settlement_pending,
           _batch_config(["apply_callbacks", "expire_overdue_payments"]), _settlement_next_due),
     Stage("refunds", refund_processing, _refunds_pending, next_due=_refunds_next_due),
@@ -141,7 +156,7 @@ def run_stage(stage: Stage, settings: Settings, instance: dg.DagsterInstance, re
     run_config = dict(stage.run_config(settings)) if stage.run_config else {}
     # Progress lines are this command's output; the runs' event logs stay in the instance (UI).
     run_config.setdefault("loggers", {"console": {"config": {"log_level": "WARNING"}}})
-    return stage.job.execute_in_process(
+    return stage.job_of(settings).execute_in_process(
         instance=instance,
         resources=resources,
         run_config=run_config,
@@ -172,7 +187,7 @@ def process(max_wait: float, quiet: bool, no_analytics: bool = False) -> None:
             runs, ran = runs + 1, True
             if not result.success:
                 raise click.ClickException(f"{stage.name} run {result.run_id} failed; see the run's logs")
-            finished.append((stage.job.name, result.run_id))
+            finished.append((result.job_def.name, result.run_id))
             if not quiet:
                 click.echo(f"[{round_no:>3}] {stage.name:<12} run {result.run_id[:8]}  {_summary(result)}"
                            f"  ({time.perf_counter() - t0:.2f} s)")
