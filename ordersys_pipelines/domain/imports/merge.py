@@ -288,8 +288,6 @@ def merge_orders(conn: Connection, file_id: int, counts: MergeCounts, *,
     staged = s.c.file_id == file_id
     now = utcnow()
     if between is not None:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
         drop_temp_tables(conn)
         staged = and_(staged, s.c.order_ref.between(*between))
         _fill_file_orders(conn, staged)
