@@ -89,6 +89,7 @@ class RunTimes:
     last_step_end: float | None = None
     step_seconds: dict[str, float] = field(default_factory=dict)
     events: int = 0
+    failure: str | None = None  # the first step failure's message, for a failed run
 
 
 @dataclass
@@ -229,6 +230,20 @@ def instance_at(home: Path, env: dict[str, str]) -> Iterator[dg.DagsterInstance]
                 os.environ[k] = v
 
 
+IN_FLIGHT = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED]
+
+
+def wait_for_runs(home: Path, env: dict[str, str], deadline: float) -> int:
+    """Wait until no run is queued or in progress (or the deadline); the runs still in flight."""
+    with instance_at(home, env) as instance:
+        while True:
+            time.sleep(1)  # a run a sensor requests on the last step's end, and its record
+            left = instance.get_runs_count(dg.RunsFilter(statuses=IN_FLIGHT))
+            if not left or time.time() >= deadline:
+                return left
+
+
 def read_runs(home: Path, env: dict[str, str]) -> list[RunTimes]:
     with instance_at(home, env) as instance:
         found = []
@@ -250,7 +265,10 @@ def read_runs(home: Path, env: dict[str, str]) -> list[RunTimes]:
                 elif event.event_type == dg.DagsterEventType.STEP_START:
                     starts[event.step_key] = entry.timestamp
                     times.first_step = min(times.first_step or entry.timestamp, entry.timestamp)
-                elif event.event_type in STEP_END and event.step_key in starts:
+                elif event.event_type == dg.DagsterEventType.STEP_FAILURE and times.failure is None:
+                    error = event.step_failure_data.error
+                    times.failure = f"{event.step_key}: {error.message.strip() if error else entry.message}"
+                if event.event_type in STEP_END and event.step_key in starts:
                     times.step_seconds[event.step_key] = entry.timestamp - starts[event.step_key]
                     times.last_step_end = max(times.last_step_end or 0.0, entry.timestamp)
             found.append(times)
@@ -334,7 +352,11 @@ def run_flow(label: str, rows: int, pg: bool, overrides: dict[str, str], timeout
             file.rename(base / "inbox" / "shop.csv")
             store = AnalyticsStore(client, lambda name: prefix + name)
             watch(flow, env, engine, store, days, "shop.csv", flow.drop + timeout)
-            time.sleep(2)  # the run records of the last runs
+            # The milestones are reached before the last runs end (the KPI run still writes its
+            # events and the leaderboard): stopping the stack now would interrupt them.
+            left = wait_for_runs(base / "dagster_home", instance_env, flow.drop + timeout)
+            if left:
+                flow.error = (flow.error or "") + f"; {left} run(s) still in flight when the stack stopped"
         finally:
             subprocess.run([*stack, "down"], env=env, capture_output=True, timeout=120)
             try:
@@ -370,6 +392,8 @@ def print_flow(flow: Flow) -> None:
             if value is not None:
                 totals[run.job][name] += value
         totals[run.job]["runs"] += 1
+        if run.failure:
+            print(f"    failed: {run.failure[:400]}")
     print("per job (sums over its runs):")
     for job, parts in totals.items():
         overhead = parts["total"] - parts["steps"]

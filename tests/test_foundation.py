@@ -109,3 +109,20 @@ def test_definitions_load():
     defs = build_defs()
 
     assert defs.resolve_all_job_defs() is not None
+
+
+def test_every_stage_sensor_looks_on_every_loop_of_the_sensor_daemon(monkeypatch):
+    """The daemon loops every MIN_INTERVAL_LOOP_TIME seconds and skips a sensor whose last tick
+    began less than its interval ago. A tick begins just after its loop, so an interval equal to
+    the loop is met only every other loop: each stage of a dropped file would wait up to 10 s.
+    (The failure and alert sensors keep Dagster's 30 s.)"""
+    from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME
+
+    from ordersys_pipelines.definitions import build_defs
+
+    monkeypatch.delenv("ORDERSYS_SENSOR_INTERVAL", raising=False)
+    chain = {"inbox_sensor", "order_workflow_sensor", "payment_settlement_sensor", "workflow_after_import_sensor",
+             "refund_processing_sensor", "notification_dispatch_sensor", "analytics_after_work"}
+    intervals = {s.name: s.minimum_interval_seconds for s in build_defs().sensors if s.name in chain}
+    assert set(intervals) == chain
+    assert {name: i for name, i in intervals.items() if not 0 < i < MIN_INTERVAL_LOOP_TIME} == {}

@@ -17,7 +17,7 @@ from ordersys_pipelines.assets.imports import NO_REJECTS_LOST, order_files, orde
 from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.domain.imports.files import content_hash, partition_key
 from ordersys_pipelines.resources import build_resources
-from ordersys_pipelines.sensors.inbox import INTERVAL_SECONDS, inbox_sensor
+from ordersys_pipelines.sensors.inbox import SETTLED_SECONDS, inbox_sensor
 
 GOOD = HEADER + "A1,2024-03-01,a@example.com,Ann,S1,Mug,3,19.99\nA1,2024-03-01,a@example.com,Ann,S2,Pen,1,0.29\n" \
     "A2,2024-03-02,b@example.com,Bob,S1,Mug,0,19.99\n"
@@ -146,7 +146,7 @@ def test_a_file_unchanged_for_a_tick_interval_is_taken_at_first_sight(settings, 
     """Renamed into the inbox when complete (its modification time a while back), a file needs no
     second look; one written just now still waits for the next tick."""
     old = write(settings.inbox, "renamed-in.csv", GOOD)
-    settled = time.time() - INTERVAL_SECONDS - 1
+    settled = time.time() - SETTLED_SECONDS - 1
     os.utime(old, (settled, settled))
     write(settings.inbox, "just-written.csv", GOOD.replace("2024", "2023"))
     first, cursor = tick(instance, settings, None)
