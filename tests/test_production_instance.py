@@ -43,6 +43,8 @@ def test_production_instance_stores_runs_in_postgres(tmp_path, instance_database
         assert instance.run_coordinator.__class__.__name__ == "QueuedRunCoordinator"
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert {"key": "ordersys/stage", "value": "workflow", "limit": 4} in limits
+        # The runs one look of the queue launches start side by side.
+        assert instance.run_coordinator.dequeue_use_threads
 
         # The Definitions are built now, from this test's settings.
         job = build_defs().resolve_job_def("order_workflow")
