@@ -12,7 +12,13 @@ from ordersys_pipelines.cli import instance_home
 from ordersys_pipelines.definitions import build_defs
 from ordersys_pipelines.domain.imports.files import content_hash, partition_key
 from ordersys_pipelines.resources.notifier import NotifierResource
-from ordersys_pipelines.sensors.operations import alert_text, operator_alert_on_failure
+from ordersys_pipelines.sensors.operations import (
+    RETRY_GRACE_SECONDS,
+    alert_text,
+    missed_retries,
+    operator_alert_on_failure,
+    operator_alert_on_missed_retry,
+)
 from ordersys_pipelines.settings import Settings
 from ordersys_pipelines.step_retries import retry_transient
 
@@ -121,6 +127,64 @@ def test_no_alert_while_a_run_retry_is_coming_then_one_for_the_last_attempt(smtp
     in_process = result.dagster_run.with_tags({**launched.tags, "dagster/will_retry": "true"})
     _alert(instance, in_process, result.get_run_failure_event(), _mail(smtp_server))
     assert len(smtp_server.messages) == 2
+
+
+def _deferred_run(instance, smtp_server):
+    """A failed run whose alert the failure sensor deferred for a coming run retry."""
+    result = failing_job.execute_in_process(instance=instance, raise_on_error=False)
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("ordersys"), "__repository__"),
+                             "failing_job")
+    instance.add_run_tags(result.run_id, {"dagster/will_retry": "true"})
+    launched = instance.get_run_by_id(result.run_id)._replace(remote_job_origin=origin)
+    assert isinstance(_alert(instance, launched, result.get_run_failure_event(), _mail(smtp_server)), dg.SkipReason)
+    assert instance.get_run_by_id(result.run_id).tags["ordersys/alert"] == "deferred"
+    return result.run_id
+
+
+def _look_for_missed_retries(instance, smtp_server):
+    return operator_alert_on_missed_retry(
+        dg.build_sensor_context(instance=instance, resources={"notifier": _mail(smtp_server)}))
+
+
+def test_a_deferred_alert_is_sent_once_when_the_retry_daemon_gives_up(smtp_server):
+    instance = dg.DagsterInstance.ephemeral()
+    run_id = _deferred_run(instance, smtp_server)
+    assert isinstance(_look_for_missed_retries(instance, smtp_server), dg.SkipReason)  # the retry may still come
+    assert smtp_server.messages == []
+
+    # The retry daemon failed to launch the retry: it flips the tag (auto_run_reexecution.py).
+    instance.add_run_tags(run_id, {"dagster/will_retry": "false"})
+    _look_for_missed_retries(instance, smtp_server)
+    [message] = smtp_server.messages
+    body = message.get_content()
+    assert f"failing_job failed ({run_id[:8]})" in message["Subject"]
+    assert "automatic retry was not launched" in body
+    assert "step explode (error): RuntimeError: payment gateway unreachable" in body
+    assert f"ordersys runs reexecute {run_id}" in body
+    assert instance.get_run_by_id(run_id).tags["ordersys/alert"] == "sent"
+
+    _look_for_missed_retries(instance, smtp_server)
+    assert len(smtp_server.messages) == 1  # once
+
+
+def test_a_deferred_alert_waits_out_the_grace_then_is_sent_when_no_retry_appeared(smtp_server):
+    instance = dg.DagsterInstance.ephemeral()
+    run_id = _deferred_run(instance, smtp_server)
+    ended = instance.get_run_record_by_id(run_id).end_time
+    assert missed_retries(instance, ended + RETRY_GRACE_SECONDS - 1) == []
+    assert [run.run_id for run in missed_retries(instance, ended + RETRY_GRACE_SECONDS)] == [run_id]
+
+
+def test_a_deferred_alert_is_left_to_the_retry_that_was_launched(smtp_server):
+    instance = dg.DagsterInstance.ephemeral()
+    run_id = _deferred_run(instance, smtp_server)
+    failing_job.execute_in_process(instance=instance, raise_on_error=False,
+                                   tags={"dagster/parent_run_id": run_id, "dagster/root_run_id": run_id})
+    instance.add_run_tags(run_id, {"dagster/will_retry": "false"})
+    assert missed_retries(instance, 1e12) == []
+    assert instance.get_run_by_id(run_id).tags["ordersys/alert"] == "retried"
+    assert isinstance(_look_for_missed_retries(instance, smtp_server), dg.SkipReason)
+    assert smtp_server.messages == []
 
 
 @dg.op
