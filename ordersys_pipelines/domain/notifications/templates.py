@@ -102,14 +102,14 @@ def template_name(notification_type: str) -> str:
     return f"{notification_type}.j2"
 
 
-def render(notification_type: str, context: dict[str, Any], templates_dir: str | None = None) -> Rendered:
-    """Subject (one line) and body of `notification_type` for `context`."""
+@functools.lru_cache(maxsize=256)
+def checked_template(name: str, templates_dir: str | None) -> jinja2.Template:
+    """The template `name` with both blocks; kept for the process, like the environment's
+    templates (an error is raised, not kept: a fixed template is found on the next call)."""
     import jinja2
 
-    name = template_name(notification_type)
-    env = environment(templates_dir)
     try:
-        template = env.get_template(name)
+        template = environment(templates_dir).get_template(name)
     except jinja2.TemplateNotFound:
         searched = [templates_dir] if templates_dir else []
         raise TemplateRenderError(
@@ -120,6 +120,15 @@ def render(notification_type: str, context: dict[str, Any], templates_dir: str |
     missing = [block for block in BLOCKS if block not in template.blocks]
     if missing:
         raise TemplateRenderError(name, f"has no {' or '.join(missing)} block")
+    return template
+
+
+def render(notification_type: str, context: dict[str, Any], templates_dir: str | None = None) -> Rendered:
+    """Subject (one line) and body of `notification_type` for `context`."""
+    import jinja2
+
+    name = template_name(notification_type)
+    template = checked_template(name, templates_dir)
     parts = {}
     shared = template.new_context(context)  # blocks only read it (a `set` in a block is local)
     for block in BLOCKS:
