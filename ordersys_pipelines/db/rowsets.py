@@ -93,9 +93,20 @@ def _sqlite_temp_rowset(conn: Connection, rows: Iterable[Sequence], columns: Col
         prefixes=["TEMPORARY"],
     )
     table.create(conn)
-    values = [dict(zip([c for c, _ in columns], row, strict=True)) for row in rows]
-    if values:
-        conn.execute(table.insert(), values)
+    if any(type_.dialect_impl(conn.dialect).bind_processor(conn.dialect) is not None for _, type_ in columns):
+        values = [dict(zip([c for c, _ in columns], row, strict=True)) for row in rows]
+        if values:
+            conn.execute(table.insert(), values)
+    else:
+        # Values the driver takes as they are (ints, strings, None) go straight to its
+        # executemany: building and processing a parameter dict per row was most of the cost.
+        width = len(columns)
+        values = [tuple(row) for row in rows]
+        if any(len(row) != width for row in values):
+            raise ValueError(f"rowset {name}: every row needs {width} values")
+        if values:
+            placeholders = ", ".join("?" * width)
+            conn.exec_driver_sql(f'INSERT INTO "{table_name}" VALUES ({placeholders})', values)
     return select(*table.c).subquery(name)
 
 
