@@ -21,7 +21,7 @@ from sqlalchemy import (
     text,
 )
 
-from ordersys_pipelines.db.types import TABLE_OPTIONS, Timestamp, now_default
+from ordersys_pipelines.db.types import TABLE_OPTIONS, LongText, Timestamp, now_default
 
 # Integer on SQLite so the key is an alias of ROWID (autoincrement); BIGINT elsewhere.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -326,9 +326,9 @@ notifications = Table(
     Column("channel", String(20)),  # chosen at dispatch when NULL
     Column("recipient", String(320)),
     Column("reason", Text),  # the cause to tell the customer (decline reason, failure ...)
-    Column("subject", Text),
-    Column("body", Text),
-    Column("payload", Text),
+    Column("subject", LongText),
+    Column("body", LongText),
+    Column("payload", LongText),
     # pending → sending → sent | failed (pending again after a transient failure)
     Column("status", String(20), nullable=False, server_default="pending"),
     Column("attempts", Integer, nullable=False, server_default="0"),

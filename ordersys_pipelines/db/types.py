@@ -8,8 +8,8 @@ case-sensitive comparisons, so keys such as e-mails and order references stay di
 
 from __future__ import annotations
 
-from sqlalchemy import DateTime
-from sqlalchemy.dialects.mysql import DATETIME
+from sqlalchemy import DateTime, Text
+from sqlalchemy.dialects.mysql import DATETIME, LONGTEXT
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -30,6 +30,10 @@ class _MySQLTimestamp(DATETIME):
 
 # Naive UTC with microseconds on every backend (PostgreSQL's TIMESTAMP already has them).
 Timestamp = DateTime().with_variant(_MySQLTimestamp(fsp=6), "mysql", "mariadb")
+
+# Text of no set size (a message about an order of many lines): MySQL's TEXT holds 64 KiB and
+# cuts what is longer without an error under a relaxed sql_mode; LONGTEXT holds 4 GiB.
+LongText = Text().with_variant(LONGTEXT(), "mysql", "mariadb")
 
 # InnoDB (row locks, SKIP LOCKED), four-byte UTF-8, byte-wise case-sensitive comparisons.
 TABLE_OPTIONS = {
