@@ -269,3 +269,21 @@ def test_a_retried_attempt_of_the_run_takes_its_own_claims_back_at_once(engine):
     assert _settle(engine, config).claimed == 0
     with engine.connect() as conn:
         assert statuses(conn) == {"O-1": "finalized", "O-2": "finalized"} and stock(conn) == {"A": (2, 0)}
+
+
+def test_a_callback_of_the_largest_accepted_size_is_stored_whole(engine):
+    """MAX_BODY_BYTES is 64 KiB, one byte more than MySQL's TEXT holds."""
+    from ordersys_pipelines.domain.payments.callbacks import MAX_BODY_BYTES
+
+    config = gateway_config()
+    event = {"event_id": "EV-BIG", "payment_ref": "pay_nope", "status": "approved", "amount_cents": 5, "note": ""}
+    event["note"] = "x" * (MAX_BODY_BYTES - len(json.dumps(event).encode()))
+    raw = json.dumps(event).encode()
+    assert len(raw) == MAX_BODY_BYTES
+    with engine.begin() as conn:
+        receipt = receive(conn, raw, sign(raw, config.secret, epoch(utcnow())), "test", config)
+    assert receipt.reason is None, receipt
+    with engine.connect() as conn:
+        stored = conn.execute(select(payment_callbacks.c.payload).where(payment_callbacks.c.event_id == "EV-BIG")
+                              ).scalar_one()
+    assert stored == raw.decode()

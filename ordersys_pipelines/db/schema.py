@@ -242,7 +242,7 @@ payment_callbacks = Table(
     Column("event_id", String(100), nullable=False, unique=True),
     Column("payment_ref", String(64)),
     # The raw signed body; for a delivery rejected on receipt only its escaped first bytes.
-    Column("payload", Text, nullable=False),
+    Column("payload", LongText, nullable=False),
     Column("payload_kept", String(5), nullable=False, server_default="whole"),  # whole | head
     Column("body_bytes", BigInteger),  # size and SHA-256 of the body as delivered
     Column("body_sha256", String(64)),
