@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import event, insert, inspect, text
+from plan_support import explained
+from sqlalchemy import insert, inspect, text
 
 from ordersys_pipelines.db.dialect import is_mysql
 from ordersys_pipelines.db.engine import get_engine, utcnow
@@ -52,17 +53,6 @@ def test_the_claim_takes_the_pending_index_with_statistics_from_before_the_settl
         conn.execute(text("ANALYZE payment_callbacks"))  # every callback pending, as after a big initiation
     with engine.begin() as conn:
         conn.execute(text("UPDATE payment_callbacks SET status = 'applied' WHERE id % 100 <> 0"))
-    plans = []
-
-    def explain(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().startswith("SELECT payment_callbacks.id"):
-            cursor.execute("EXPLAIN " + statement, parameters)
-            plans.append("\n".join(row[0] for row in cursor.fetchall()))
-
-    event.listen(engine, "before_cursor_execute", explain)
-    try:
-        with engine.begin() as conn:
-            assert len(lock_due_callbacks(conn, limit=10_000, now=utcnow())) == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", explain)
+    with explained(engine, "SELECT payment_callbacks.id") as plans, engine.begin() as conn:
+        assert len(lock_due_callbacks(conn, limit=10_000, now=utcnow())) == 200
     assert plans and "ix_payment_callbacks_pending" in plans[0], plans

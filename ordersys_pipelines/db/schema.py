@@ -338,7 +338,13 @@ notifications = Table(
     Column("dedup_key", String(200), nullable=False, unique=True),
     *_claim_columns(),
     _created_at(),
-    Index("ix_notifications_status", "status", "next_attempt_at"),
+    # Dispatch's lookup: partial on PostgreSQL (migration 0010), a sent notification leaves it.
+    # SQLite and MariaDB keep the full index (status, next_attempt_at).
+    Index("ix_notifications_active", "next_attempt_at", "id",
+          postgresql_where=text("status IN ('pending', 'sending')")).ddl_if(dialect="postgresql"),
+    Index("ix_notifications_failed", "next_attempt_at",
+          postgresql_where=text("status = 'failed'")).ddl_if(dialect="postgresql"),
+    Index("ix_notifications_status", "status", "next_attempt_at").ddl_if(dialect=("sqlite", "mysql", "mariadb")),
     Index("ix_notifications_sent_at", "sent_at"),
     **TABLE_OPTIONS,
 )

@@ -53,6 +53,7 @@ from sqlalchemy import (
     update,
 )
 
+from ordersys_pipelines.db import statistics
 from ordersys_pipelines.db.dialect import update_returning
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.rowsets import in_ids, rowset
@@ -198,6 +199,7 @@ def dispatch_batch(engine: Engine, config: NotifierConfig, *, claimant: str, lim
             return dispatch_batch(engine, config, claimant=claimant, limit=limit, breakers=breakers, channels=own)
     started = time.monotonic()
     result = DispatchResult()
+    statistics.refresh(engine, [notifications.name], share=statistics.NOTIFICATIONS_SHARE)
     with engine.begin() as conn:
         breakers = breakers or Breakers.load(conn, config)
         due = due_clause(utcnow())
