@@ -7,6 +7,7 @@ from sqlalchemy import BigInteger, DateTime, Text, select
 
 from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.db.rowsets import rowset
+from ordersys_pipelines.domain.isolation import is_data_error
 
 ROWS = [(1, "plain"), (2, "ünïcödé ✓"), (3, None), (4, "x" * 100_000), (5, "quote ' and \" and ?")]
 
@@ -41,3 +42,12 @@ def test_a_row_of_the_wrong_width_is_refused(conn):
 def test_an_empty_row_set_is_an_empty_table(conn):
     rows = rowset(conn, [], [("id", BigInteger()), ("label", Text())], "none")
     assert conn.execute(select(rows.c.id)).all() == []
+
+
+@pytest.mark.parametrize("value", [2**64, "lone \ud800 surrogate"], ids=["int past 64 bits", "lone surrogate"])
+def test_a_value_no_row_set_can_carry_is_a_data_error(conn, value):
+    """Refused before the statement, as an error that isolation puts on the row's own values."""
+    with pytest.raises(Exception) as caught:
+        rows = rowset(conn, [(1, value)], [("id", BigInteger()), ("value", Text())], "hostile")
+        conn.execute(select(rows.c.value)).all()
+    assert is_data_error(caught.value), repr(caught.value)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import email.policy
 import http.client
-import json
 import os
 import smtplib
 import ssl
@@ -23,6 +22,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import orjson
 
 from ordersys_pipelines.domain.notifications.config import NotifierConfig
 from ordersys_pipelines.domain.payments.signing import sign
@@ -109,7 +110,7 @@ class LogChannel(Channel):
         return self._fd
 
     def send(self, message: Message) -> None:
-        line = json.dumps({
+        data = orjson.dumps({
             "event": "notification",
             "channel": self.name,
             "notification_id": message.notification_id,
@@ -118,12 +119,11 @@ class LogChannel(Channel):
             "recipient": message.recipient,
             "subject": message.subject,
             "body": message.body,
-        }, ensure_ascii=False) + "\n"
+        }) + b"\n"
         if self.config.log_file == "-":
-            sys.stderr.write(line)
+            sys.stderr.write(data.decode())
             sys.stderr.flush()
             return
-        data = line.encode()
         try:
             written = os.write(self._fd if self._fd is not None else self._open(), data)
         except OSError as exc:

@@ -7,13 +7,13 @@ and the lines of all their orders.
 from __future__ import annotations
 
 import functools
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, case, exists, select
 
 from ordersys_pipelines.db.rowsets import in_ids
@@ -240,4 +240,4 @@ def payload(row: NotificationRow, context: dict[str, Any], rendered: Rendered) -
         "subject": rendered.subject,
         "body": rendered.body,
     }
-    return json.dumps(document, ensure_ascii=False, sort_keys=True)
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS).decode()
