@@ -9,9 +9,9 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import Connection, case, exists, select
@@ -31,8 +31,7 @@ from ordersys_pipelines.domain.notifications.outbox import REFUND_TYPES
 from ordersys_pipelines.domain.notifications.templates import Rendered
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):  # a tuple: a batch builds one per order line
     sku: str
     name: str
     quantity: int
@@ -69,14 +68,15 @@ class NotificationRow:
     refund_reference: str | None
     refund_amount_cents: int | None
     refund_type: str | None
-    lines: list[Line] = field(default_factory=list)
     payment_state: str | None = None  # see payment_state()
+    lines: list[Line] = field(default_factory=list)
 
     @property
     def rendered(self) -> bool:
         return self.subject is not None and self.body is not None
 
 
+_ROW_FIELDS = [f.name for f in fields(NotificationRow) if f.name != "lines"]  # what load_rows selects
 PAID_STATUSES = ("finalized", "shipped", "delivered")
 
 
@@ -122,7 +122,12 @@ def load_rows(conn: Connection, ids: Iterable[int]) -> list[NotificationRow]:
         .where(in_ids(conn, n.id, ids))
         .order_by(n.id)
     )
-    return [NotificationRow(**row._mapping) for row in conn.execute(query)]
+    result = conn.execute(query)
+    # Rows become NotificationRows by position (a mapping per row was a tenth of preparing a
+    # batch), so the columns must be the fields in order.
+    if list(result.keys()) != _ROW_FIELDS:
+        raise RuntimeError(f"load_rows selects {list(result.keys())}, not NotificationRow's {_ROW_FIELDS}")
+    return [NotificationRow(*row) for row in result.all()]
 
 
 def attach_lines(conn: Connection, rows: list[NotificationRow]) -> None:
@@ -138,7 +143,7 @@ def attach_lines(conn: Connection, rows: list[NotificationRow]) -> None:
         .order_by(order_lines.c.order_id, order_lines.c.line_no)
     )
     by_order: dict[int, list[Line]] = defaultdict(list)
-    for order_id, sku, name, quantity, unit_price in conn.execute(query):
+    for order_id, sku, name, quantity, unit_price in conn.execute(query).all():
         by_order[order_id].append(Line(sku, name, quantity, unit_price))
     for row in rows:
         row.lines = by_order.get(row.order_id, [])
