@@ -151,8 +151,10 @@ def run_worker(tree: Path, url: str, count: int, channel: str, log_file: Path, b
     if webhook_url:
         command += ["--webhook-url", webhook_url]
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{channel} worker of {tree} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -181,14 +183,20 @@ def main() -> None:
     trees = [("this tree", REPO)]
     if args.baseline_ref:
         trees.insert(0, (args.baseline_ref, export_tree(args.baseline_ref, work)))
-    targets: list[tuple[str, str]] = [("sqlite", f"sqlite:///{work / 'bench.db'}")]
+    # A database per tree: a baseline older than a migration cannot use one the tree upgraded.
+    targets: list[tuple[str, dict[str, str]]] = [
+        ("sqlite", {code: f"sqlite:///{work / f'bench-{i}.db'}" for i, (code, _) in enumerate(trees)})]
     admin = None
     name = f"{args.db_prefix}_{os.getpid()}"
+    names = [f"{name}_{i}" for i in range(len(trees))]
     try:
         admin = create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        targets.append(("postgresql", make_url(args.pg_url).set(database=name).render_as_string(hide_password=False)))
+            for database in names:
+                conn.execute(text(f'CREATE DATABASE "{database}"'))
+        targets.append(("postgresql", {
+            code: make_url(args.pg_url).set(database=database).render_as_string(hide_password=False)
+            for (code, _), database in zip(trees, names, strict=True)}))
     except Exception as exc:  # no PostgreSQL here: SQLite only
         print(f"PostgreSQL not used: {exc}")
         admin = None
@@ -203,8 +211,9 @@ def main() -> None:
             figures[(backend, channel, code)] = count / seconds
             print(f"{backend:<11} {channel:<8} {code:<12} {mode:<28} {count:>6} {seconds:>8.2f} {count / seconds:>11.0f}")
 
-        for backend, url in targets:
+        for backend, urls in targets:
             for code, tree in trees:
+                url = urls[code]
                 log_file = work / f"{backend}-{code.replace(' ', '_')}.log"
                 if code == "this tree":
                     once = run_worker(tree, url, args.baseline_count, "log", log_file, batch_size=1)
@@ -215,10 +224,10 @@ def main() -> None:
             server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
             threading.Thread(target=server.serve_forever, daemon=True).start()
             hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
-            pg_url = targets[-1][1]
+            pg_urls = targets[-1][1]
             for code, tree in trees:
                 before = (_Receiver.requests, len(_Receiver.connections))
-                result = run_worker(tree, pg_url, args.count, "webhook", work / "hook.log", webhook_url=hook)
+                result = run_worker(tree, pg_urls[code], args.count, "webhook", work / "hook.log", webhook_url=hook)
                 show("postgresql", "webhook", code, f"batched, {result['batch_size']} per batch", args.count,
                      result["seconds"])
                 print(f"{'':<32} receiver saw {_Receiver.requests - before[0]} requests on "
@@ -242,7 +251,8 @@ def main() -> None:
             server.server_close()
         if admin is not None:
             with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                for database in names:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
             admin.dispose()
         tmp.cleanup()
 
