@@ -85,6 +85,19 @@ class Channel:
         """Release connections (called once at the end of a batch)."""
 
 
+# Characters JSON leaves unescaped that line readers other than '\n'-splitting ones (Python's
+# str.splitlines, JavaScript) take for line ends: from a customer's name they would cut a line.
+_LINE_BREAKING = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085"))
+
+
+def _one_line(data: bytes) -> bytes:
+    """`data` (UTF-8 JSON) with the line-breaking characters escaped; they occur only in strings."""
+    for raw, escaped in _LINE_BREAKING:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data
+
+
 class LogChannel(Channel):
     """One JSON line per notification, appended to `log_file` ("-": stderr).
 
@@ -110,7 +123,7 @@ class LogChannel(Channel):
         return self._fd
 
     def send(self, message: Message) -> None:
-        data = orjson.dumps({
+        data = _one_line(orjson.dumps({
             "event": "notification",
             "channel": self.name,
             "notification_id": message.notification_id,
@@ -119,7 +132,7 @@ class LogChannel(Channel):
             "recipient": message.recipient,
             "subject": message.subject,
             "body": message.body,
-        }) + b"\n"
+        })) + b"\n"
         if self.config.log_file == "-":
             sys.stderr.write(data.decode())
             sys.stderr.flush()
