@@ -3,6 +3,9 @@ settlement and analytics by sensors alone, and the KPIs in Redis match the datab
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
@@ -10,16 +13,17 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 import redis
-from rejected_support import failed_by_design
+from rejected_support import KILLED_NAME, failed_by_design
 from sqlalchemy import func, select
 
 from ordersys_pipelines.db.engine import get_engine
-from ordersys_pipelines.db.schema import orders
+from ordersys_pipelines.db.schema import import_files, orders
 from ordersys_pipelines.domain.analytics.kpis import compute_range
 from ordersys_pipelines.domain.analytics.redis_store import AnalyticsStore
 from ordersys_pipelines.domain.imports.catalog import load_catalog
 from ordersys_pipelines.domain.imports.generate import generate_orders, write_catalog
 from ordersys_pipelines.domain.orders import states
+from ordersys_pipelines.run_launcher import WORKER_TAG
 from ordersys_pipelines.sensors.backlog import IN_FLIGHT
 
 pytestmark = pytest.mark.xdist_group("stack")
@@ -119,3 +123,46 @@ def test_file_in_inbox_reaches_kpis_through_sensors(stack, tmp_path):
         assert expected[day].order_count > 0, f"{day} has no finalized order"
         assert stored[day] is not None, f"no KPI hash for {day}\n{report}"
         assert {k: int(v) for k, v in stored[day].items()} == expected[day].as_hash(), f"{day}\n{report}"
+
+
+def _wait_for(condition, what: str, timeout: float = TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"{what} within {timeout:.0f} s"
+        time.sleep(0.05)
+    return found
+
+
+def test_a_killed_import_run_is_failed_by_monitoring_and_its_retry_imports_the_file(stack, tmp_path):
+    """After the flow test (it counts every order of the database). The import run's process is
+    killed with SIGKILL as soon as the run has started (at its first steps, 30,000 lines still to
+    import): run monitoring sees the process gone and fails the run (not an hour later, at its
+    maximum runtime), and the run retry imports the file whole, each order once."""
+    engine = get_engine(stack.database_url)
+    generated = generate_orders(tmp_path / "killed.csv", rows=30_000, seed=17, start=FIRST_DAY, days=DAYS)
+    generated.path.rename(stack.inbox / KILLED_NAME)
+    with dg.DagsterInstance.from_config(str(stack.home)) as instance:
+        def runs():
+            return instance.get_runs(dg.RunsFilter(tags={"ordersys/file": KILLED_NAME}))
+
+        def started_run():
+            # Started: monitoring looks at a started run's process; one that dies while starting
+            # fails at the start timeout.
+            return next((r for r in runs() if WORKER_TAG in r.tags and r.status == dg.DagsterRunStatus.STARTED), None)
+
+        victim = _wait_for(started_run, "no import run of the file started in a prewarmed process")
+        os.kill(json.loads(victim.tags[WORKER_TAG])["pid"], signal.SIGKILL)
+
+        failed = _wait_for(lambda: (r := instance.get_run_by_id(victim.run_id)).status == dg.DagsterRunStatus.FAILURE
+                           and r, f"the killed run {victim.run_id} was not failed\n{stack.log()}", timeout=120)
+        reasons = [record.message for record in instance.all_logs(failed.run_id) if record.message]
+        assert any("was killed or crashed" in m for m in reasons), reasons
+        retry = _wait_for(lambda: next((r for r in runs() if r.tags.get("dagster/parent_run_id") == victim.run_id
+                                        and r.status == dg.DagsterRunStatus.SUCCESS), None),
+                          f"no successful retry of {victim.run_id}\n{_runs_summary(instance)}\n{stack.log()}")
+        assert retry.job_name == "orders_import"
+    with engine.connect() as conn:
+        status = conn.execute(select(import_files.c.status).where(import_files.c.original_name == KILLED_NAME)).scalar_one()
+        imported = conn.execute(select(func.count()).select_from(orders).where(orders.c.order_ref.like("ORD-17-%"))).scalar_one()
+    assert status == "completed"
+    assert imported == generated.orders
