@@ -26,8 +26,10 @@ second went, per run:
 
 Each run measures the project's defaults (`defaults`) next to a baseline of the settings before
 the latency work (`baseline`: ORDERSYS_EXECUTOR=multiprocess, ORDERSYS_SENSOR_INTERVAL=30,
-ORDERSYS_SETTLE_IN_WORKFLOW=false, Dagster's event writes unbatched, the run queue's 5 s loop),
-each on a fresh stack, printed side by side. `--variant NAME=VALUE[,NAME=VALUE]` adds a flow with
+ORDERSYS_SETTLE_IN_WORKFLOW=false, Dagster's event writes unbatched, the run queue's 5 s loop,
+Dagster's default run launcher), each on a fresh stack, printed side by side. Before the timed
+drop each stack finishes a small file (`--warm-up-rows`, default 20), as a stack that has been up
+a while has run every stage once; only the runs after the drop are reported. `--variant NAME=VALUE[,NAME=VALUE]` adds a flow with
 those environment variables over the defaults (e.g. `--variant ORDERSYS_SENSOR_INTERVAL=10`);
 `--no-baseline` leaves the baseline out. `--pg` puts the Dagster instance (DAGSTER_PG_URL)
 and the ordersys database in PostgreSQL databases of their own, dropped at the end. Every flow is
@@ -304,7 +306,8 @@ def trigger_of(run: RunTimes, runs: list[RunTimes], drop: float) -> float:
     return max([drop, *ends])
 
 
-def run_flow(label: str, rows: int, pg: bool, overrides: dict[str, str], timeout: float, seed: int) -> Flow:
+def run_flow(label: str, rows: int, pg: bool, overrides: dict[str, str], timeout: float, seed: int,
+             warm_up_rows: int) -> Flow:
     flow = Flow(label, rows)
     databases = PgDatabases() if pg else None
     prefix = f"{NAME}:{os.getpid()}:{uuid.uuid4().hex[:6]}:"
@@ -346,11 +349,27 @@ def run_flow(label: str, rows: int, pg: bool, overrides: dict[str, str], timeout
                 return flow
             print(f"[{label}] stack up in {time.time() - started:.1f}s; dropping {rows:,} lines "
                   f"({len(days)} days)", flush=True)
-            time.sleep(3)  # let the daemon's first sensor ticks pass, as on a stack that has been up a while
             (base / "inbox").mkdir(exist_ok=True)
+            store = AnalyticsStore(client, lambda name: prefix + name)
+            if warm_up_rows:
+                # A stack that has been up a while: it has run every stage once (the run
+                # launcher's fork server is warm) and nothing is in flight.
+                warm = Flow("warm-up", warm_up_rows)
+                warm_file = base / "warm-up.csv"
+                ordersys(env, "generate-orders", "--rows", str(warm_up_rows), "--out", str(warm_file),
+                         "--seed", str(seed + 1000))
+                warm.drop = time.time()
+                warm_days = file_days(warm_file)
+                warm_file.rename(base / "inbox" / "warm-up.csv")
+                watch(warm, env, engine, store, warm_days, "warm-up.csv", warm.drop + timeout)
+                if warm.error or wait_for_runs(base / "dagster_home", instance_env, warm.drop + timeout):
+                    flow.error = f"the warm-up file did not finish: {warm.error or 'runs still in flight'}"
+                    return flow
+                print(f"[{label}] warm-up file of {warm_up_rows} lines done in {time.time() - warm.drop:.1f}s",
+                      flush=True)
+            time.sleep(3)  # let the daemon's sensor ticks pass, as on a stack that has been up a while
             flow.drop = time.time()
             file.rename(base / "inbox" / "shop.csv")
-            store = AnalyticsStore(client, lambda name: prefix + name)
             watch(flow, env, engine, store, days, "shop.csv", flow.drop + timeout)
             # The milestones are reached before the last runs end (the KPI run still writes its
             # events and the leaderboard): stopping the stack now would interrupt them.
@@ -360,7 +379,7 @@ def run_flow(label: str, rows: int, pg: bool, overrides: dict[str, str], timeout
         finally:
             subprocess.run([*stack, "down"], env=env, capture_output=True, timeout=120)
             try:
-                flow.runs = read_runs(base / "dagster_home", instance_env)
+                flow.runs = [r for r in read_runs(base / "dagster_home", instance_env) if r.created >= flow.drop]
             except Exception as exc:  # noqa: BLE001 - the figures already measured still print
                 flow.error = (flow.error or "") + f"; run records unreadable: {exc}"
             engine.dispose()
@@ -421,10 +440,18 @@ BASELINE_SETTINGS = {
 }
 
 
+def without_blocks(instance_yaml: str, *names: str) -> str:
+    """The instance file without its top-level blocks `names` (Dagster's defaults instead)."""
+    for name in names:
+        instance_yaml = re.sub(rf"^{name}:\n(?:[ \t]+.*\n)+", "", instance_yaml, flags=re.M)
+    return instance_yaml
+
+
 def baseline_env(base: Path) -> dict[str, str]:
-    """BASELINE_SETTINGS, and an instance file without the run queue's 1 s loop."""
+    """BASELINE_SETTINGS, and an instance file without the run queue's 1 s loop and with Dagster's
+    default run launcher."""
     instance = base / "dagster.yaml"
-    instance.write_text(re.sub(r"^run_queue:\n(?:[ \t]+.*\n)+", "", (ROOT / "dagster.yaml").read_text(), flags=re.M))
+    instance.write_text(without_blocks((ROOT / "dagster.yaml").read_text(), "run_queue", "run_launcher"))
     return {"STACK_INSTANCE_FILE": str(instance), **BASELINE_SETTINGS}
 
 
@@ -444,6 +471,8 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="leave out the baseline (the settings before)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per flow")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--warm-up-rows", type=int, default=20,
+                        help="lines of a first file the stack finishes before the timed drop (0: none)")
     args = parser.parse_args()
 
     load = os.getloadavg()
@@ -453,7 +482,7 @@ def main() -> int:
         (",".join(f"{k}={v}" for k, v in v.items()), v) for v in args.variant]
     flows = []
     for label, overrides in plans:
-        flow = run_flow(label, args.rows, args.pg, overrides, args.timeout, args.seed)
+        flow = run_flow(label, args.rows, args.pg, overrides, args.timeout, args.seed, args.warm_up_rows)
         flows.append(flow)
         print_flow(flow)
     print_milestones(flows)
