@@ -153,7 +153,7 @@ class PrewarmedRunLauncher(dg.DefaultRunLauncher):
     def _storage_modules(self) -> list[str]:
         instance = self._instance
         stores = (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
-        return [store.inst_data.module for store in stores if store is not None and store.inst_data]
+        return [type(store).__module__ for store in stores if store is not None]
 
     def _forks(self, run: DagsterRun) -> bool:
         origin = run.job_code_origin

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import time
@@ -22,9 +23,11 @@ from dagster._core.test_utils import instance_for_test, poll_for_finished_run
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import PythonFileTarget
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
+from test_production_instance import instance_database  # noqa: F401  (a fixture)
 
 from ordersys_pipelines.run_launcher import WORKER_TAG, PrewarmedRunLauncher, process_start_ticks
 
+ROOT = Path(__file__).resolve().parents[1]
 JOBS_FILE = Path(__file__).with_name("launcher_jobs.py")
 LAUNCHER = {"module": "ordersys_pipelines.run_launcher", "class": "PrewarmedRunLauncher"}
 
@@ -76,7 +79,7 @@ def test_the_instance_file_names_this_launcher():
     with instance_for_test(overrides={"run_launcher": LAUNCHER}) as instance:
         assert isinstance(instance.run_launcher, PrewarmedRunLauncher)
         assert instance.run_launcher.supports_check_run_worker_health
-    text = (Path(__file__).parents[1] / "dagster.yaml").read_text()
+    text = (ROOT / "dagster.yaml").read_text()
     assert re.search(r"^run_launcher:\n  module: ordersys_pipelines\.run_launcher\n  class: PrewarmedRunLauncher$", text, re.M)
 
 
@@ -149,3 +152,28 @@ def test_a_pid_given_to_a_later_process_is_not_taken_for_the_run():
 def test_a_run_from_another_launcher_is_left_to_the_runtime_limit():
     """No worker tag (launched through the code server): run monitoring must not fail it."""
     assert PrewarmedRunLauncher().check_run_worker_health(dg.DagsterRun(job_name="quick")).status == WorkerStatus.RUNNING
+
+
+def test_on_the_production_instance_the_fork_server_preloads_dagster_postgres(tmp_path, instance_database):  # noqa: F811
+    """dagster.yaml as it is (PostgreSQL storage): the storage modules join the preload and a run
+    launched in a prewarmed process stores its events in PostgreSQL."""
+    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        launcher = instance.run_launcher
+        assert isinstance(launcher, PrewarmedRunLauncher)
+        modules = launcher._storage_modules()
+        assert len(modules) == 3 and all(m.startswith("dagster_postgres") for m in modules), modules
+        target = PythonFileTarget(str(JOBS_FILE), attribute="defs", working_directory=str(JOBS_FILE.parent),
+                                  location_name="launcher_jobs")
+        with WorkspaceProcessContext(instance, target) as process_context:
+            assert launcher.warm_up(timeout=60)
+            run_id = launch(instance, process_context.create_request_context(), "quick")
+            run = poll_for_finished_run(instance, run_id, timeout=60)
+        assert run.status == DagsterRunStatus.SUCCESS, messages(instance, run_id)
+        assert any(m.endswith("orjson_preloaded=True") for m in messages(instance, run_id))
+        # The run's process ends on its own, before its database goes away.
+        worker = json.loads(run.tags[WORKER_TAG])
+        deadline = time.monotonic() + 30
+        while process_start_ticks(worker["pid"]) == worker["started"]:
+            assert time.monotonic() < deadline, "the run's process outlived its run by 30 s"
+            time.sleep(0.05)
