@@ -10,6 +10,7 @@ from sqlalchemy import event, update
 
 from ordersys_pipelines.db.engine import utcnow
 from ordersys_pipelines.db.schema import customers, notifications
+from ordersys_pipelines.domain.notifications import dispatch
 from ordersys_pipelines.domain.notifications.dispatch import dispatch_batch, dispatch_pending
 from ordersys_pipelines.domain.notifications.outbox import ORDER_TYPES
 
@@ -48,11 +49,15 @@ def test_every_type_is_rendered_sent_and_recorded(shop, engine, log_file, config
     assert dispatch_pending(engine, config(), claimant="again").claimed == 0
 
 
-def test_a_batch_is_loaded_with_a_fixed_number_of_queries(shop, engine, config):
+def test_a_batch_is_loaded_with_a_fixed_number_of_queries(shop, engine, config, monkeypatch):
+    # Neither a slow first send (marks flushed by time) nor an ANALYZE owed to earlier tests'
+    # rows may change the count: only the statements a batch's size could multiply are compared.
+    monkeypatch.setattr(dispatch, "FLUSH_SECONDS", 3600.0)
     statements: list[str] = []
 
     def count(conn, cursor, statement, *args):
-        statements.append(statement)
+        if not statement.startswith("ANALYZE"):
+            statements.append(statement)
 
     def run(orders: int) -> int:
         shop.enqueue("order_shipped", shop.orders(orders, prefix=f"Q{orders}", email=f"q{orders}@example.com"))
