@@ -12,7 +12,13 @@ the next run.
 The fork server is a single-threaded child of the launching process (the daemon); it only
 imports, never connects. It is warmed in the background at the first launch, and until it is
 warm runs go through the code server as before, as does a run whose Python is not this one (a
-code location with its own `executable_path`).
+code location with its own `executable_path`), a run of a code server started on its own (a
+`grpc_server` entry: its machine and environment may not be the daemon's) and a run whose fork
+failed (the fork server gone and not restartable).
+
+The fork server's child forks the run's process, hands its pid back and ends at once: the run's
+process is nobody's multiprocessing child, so a daemon that stops does not wait for its runs
+(Python joins every multiprocessing child at exit), and the runs go on as under the code server.
 
 Knowing its runs' processes, the launcher also tells run monitoring whether one still lives, so
 a run whose process was killed fails within a monitoring interval instead of at its maximum
@@ -22,6 +28,7 @@ interrupts its process as the code server would.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import multiprocessing
@@ -30,12 +37,14 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
+from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, ManagedGrpcPythonEnvCodeLocationOrigin
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClassData
 
@@ -43,7 +52,10 @@ WORKER_TAG = "ordersys/run_worker"
 # What a run's process imports before its code location: Dagster's run entry point, then the
 # libraries every stage's code uses. The instance's storage modules are added at the first launch.
 DEFAULT_PRELOAD = ("dagster._cli.api", "dagster._core.execution.api", "sqlalchemy", "orjson", "jinja2", "redis")
-
+# How long a launch waits for the run's pid from the fork server's child (it forks and answers).
+PID_TIMEOUT_SECONDS = 30.0
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+log = logging.getLogger(__name__)
 
 
 def _nothing() -> None:
@@ -57,14 +69,20 @@ class _ForkServer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._context: Any = None
+        self._owner: int | None = None  # the process that started it (a forked copy cannot use it)
         self._ready = threading.Event()
 
     def warm(self, preload: Sequence[str]) -> None:
         with self._lock:
             if self._context is not None:
                 return
+            # The fork server ignores a module it cannot import; say so here instead.
+            missing = [name for name in preload if not _importable(name)]
+            if missing:
+                log.warning("Run fork server: cannot import %s; not preloaded", ", ".join(missing))
             self._context = multiprocessing.get_context("forkserver")
-            self._context.set_forkserver_preload(list(preload))
+            self._context.set_forkserver_preload([name for name in preload if name not in missing])
+            self._owner = os.getpid()
         threading.Thread(target=self._warm_up, name="ordersys-fork-server", daemon=True).start()
 
     def _warm_up(self) -> None:
@@ -74,25 +92,42 @@ class _ForkServer:
             process.join()
             process.close()
         except Exception:  # the code server path goes on serving every run
-            logging.getLogger(__name__).exception("The run fork server did not start; runs start cold")
+            log.exception("The run fork server did not start; runs start cold")
             return
         self._ready.set()
 
     def context(self, wait: float = 0.0) -> Any:
-        """The warm fork context, or None while the fork server is not warm yet."""
+        """The warm fork context, or None while the fork server is not warm yet or belongs to the
+        process this one was forked from."""
+        if self._owner != os.getpid():
+            return None
         return self._context if self._ready.wait(wait) else None
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 FORK_SERVER = _ForkServer()
 
 
-def run_worker(serialized_args: str, environment: Mapping[str, str]) -> None:
-    """A run's process: what `dagster api execute_run ARGS` runs, in the environment the launching
+def run_worker(serialized_args: str, environment: Mapping[str, str], pid_sender: Any) -> None:
+    """The fork server's child: forks the run's process, sends its pid and ends. The run's
+    process runs what `dagster api execute_run ARGS` runs, in the environment the launching
     process has now (a fork server's children would otherwise keep the one it had at warm-up)."""
+    pid = os.fork()
+    if pid:
+        pid_sender.send(pid)
+        return
+    pid_sender.close()
     from dagster._cli.api import execute_run_command
 
     os.environ.clear()
     os.environ.update(environment)
+    time.tzset()  # TZ as the launching process has it now
     execute_run_command.callback(serialized_args, None)
 
 
@@ -110,6 +145,19 @@ def process_start_ticks(pid: int) -> int | None:
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
+def pid_namespace() -> str | None:
+    """This process's pid namespace (e.g. "pid:[4026531836]"): containers sharing a host name
+    (host networking) have their own, and a pid means nothing outside its namespace."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _where() -> dict[str, str | None]:
+    return {"host": socket.gethostname(), "pid_namespace": pid_namespace()}
+
+
 def _alive(worker: Mapping[str, Any]) -> bool:
     pid = int(worker["pid"])
     if Path("/proc").is_dir():
@@ -124,6 +172,23 @@ def _alive(worker: Mapping[str, Any]) -> bool:
     return True
 
 
+def _served_here(run: DagsterRun) -> bool:
+    """Is the run's code location one Dagster serves from this process's own environment: a code
+    server it starts itself, or one `dagster dev` starts (a local gRPC entry that carries the
+    loadable target it was started from)? A code server started on its own runs its runs in its
+    own environment, perhaps on another machine, so those go through it."""
+    remote = run.remote_job_origin
+    location = remote.repository_origin.code_location_origin if remote else None
+    if isinstance(location, ManagedGrpcPythonEnvCodeLocationOrigin):
+        return True
+    return (isinstance(location, GrpcServerCodeLocationOrigin) and bool(location.additional_metadata)
+            and (location.socket is not None or location.host in LOCAL_HOSTS))
+
+
+class _NoRunProcess(Exception):
+    """The fork did not start the run's process."""
+
+
 class PrewarmedRunLauncher(dg.DefaultRunLauncher):
     """Dagster's default run launcher, with run processes forked from a warm fork server."""
 
@@ -136,8 +201,6 @@ class PrewarmedRunLauncher(dg.DefaultRunLauncher):
         super().__init__(inst_data=inst_data)
         self._prewarm = prewarm
         self._preload = tuple(preload)
-        self._processes: dict[str, Any] = {}
-        self._lock = threading.Lock()  # the run queue launches from several threads
 
     @classmethod
     def config_type(cls):
@@ -157,7 +220,7 @@ class PrewarmedRunLauncher(dg.DefaultRunLauncher):
 
     def _forks(self, run: DagsterRun) -> bool:
         origin = run.job_code_origin
-        if not self._prewarm or origin is None:
+        if not self._prewarm or origin is None or not _served_here(run):
             return False
         executable = origin.repository_origin.executable_path
         return os.path.abspath(executable) == os.path.abspath(sys.executable)
@@ -172,6 +235,28 @@ class PrewarmedRunLauncher(dg.DefaultRunLauncher):
         if not self._forks(run) or not self.warm_up():
             super().launch_run(context)
             return
+        try:
+            pid = self._fork_run(run)
+        except _NoRunProcess as exc:
+            self._instance.report_engine_event(
+                f"The run's process could not be forked ({exc}); launching it through the code server.",
+                dagster_run=run, cls=self.__class__,
+            )
+            super().launch_run(context)
+            return
+        if pid is None:  # a fork server child that neither answered nor ended: leave it to monitoring
+            self._instance.report_engine_event(
+                f"The run's process did not report its pid within {PID_TIMEOUT_SECONDS:.0f} s; run monitoring "
+                "fails the run if it does not start.", dagster_run=run, cls=self.__class__,
+            )
+            return
+        worker = {"pid": pid, "started": process_start_ticks(pid), **_where()}
+        self._instance.add_run_tags(run.run_id, {WORKER_TAG: json.dumps(worker)})
+        self._run_ids.add(run.run_id)
+
+    def _fork_run(self, run: DagsterRun) -> int | None:
+        """The pid of the run's new process; None if the fork server's child did not say in time.
+        Raises _NoRunProcess when it is certain no process for the run was started."""
         from dagster._grpc.types import ExecuteRunArgs
         from dagster._serdes import serialize_value
 
@@ -181,20 +266,32 @@ class PrewarmedRunLauncher(dg.DefaultRunLauncher):
             instance_ref=self._instance.get_ref(),
             set_exit_code_on_failure=True,
         )
-        process = FORK_SERVER.context().Process(
-            target=run_worker, args=(serialize_value(args), dict(os.environ)), name=f"dagster-run-{run.run_id}"
+        fork_context = FORK_SERVER.context()
+        receiver, sender = fork_context.Pipe(duplex=False)
+        process = fork_context.Process(
+            target=run_worker, args=(serialize_value(args), dict(os.environ), sender), name=f"dagster-run-{run.run_id}"
         )
-        process.start()
-        worker = {"pid": process.pid, "started": process_start_ticks(process.pid), "host": socket.gethostname()}
-        self._instance.add_run_tags(run.run_id, {WORKER_TAG: json.dumps(worker)})
-        with self._lock:
-            self._run_ids.add(run.run_id)
-            # Ended processes' handles are let go here; the fork server reaps the processes.
-            for run_id, earlier in list(self._processes.items()):
-                if not earlier.is_alive():
-                    earlier.close()
-                    del self._processes[run_id]
-            self._processes[run.run_id] = process
+        failure: Exception | None = None
+        try:
+            process.start()
+        except Exception as exc:  # e.g. the fork server was killed and its restart failed
+            failure = exc
+        finally:
+            sender.close()  # from now on only the fork server's child holds the sending end
+        try:
+            # Read even after a failed start: a child forked before the failure still answers.
+            # End of file: every sending end is closed and no pid came, so no run process exists.
+            if not receiver.poll(PID_TIMEOUT_SECONDS):
+                return None
+            return receiver.recv()
+        except EOFError:
+            raise _NoRunProcess(repr(failure) if failure else "the fork server's child ended without forking") from failure
+        finally:
+            receiver.close()
+            if failure is None:
+                process.join(PID_TIMEOUT_SECONDS)
+                if process.exitcode is not None:
+                    process.close()
 
     @staticmethod
     def _worker(run: DagsterRun) -> dict[str, Any] | None:
@@ -202,21 +299,32 @@ class PrewarmedRunLauncher(dg.DefaultRunLauncher):
         if not text:
             return None
         worker = json.loads(text)
-        return worker if worker.get("host") == socket.gethostname() else None
+        here = _where()
+        same = worker.get("host") == here["host"] and worker.get("pid_namespace", here["pid_namespace"]) == here["pid_namespace"]
+        return worker if same else None
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id) if self.has_instance else None
         if run is None or run.is_finished or WORKER_TAG not in run.tags:
             return super().terminate(run_id)
         worker = self._worker(run)
-        self._instance.report_run_canceling(run)
-        if worker is None or not _alive(worker):
+        if worker is None:
+            self._instance.report_run_canceling(run)
             self._instance.report_engine_event(
-                message="The run's process is not running on this machine; nothing to interrupt.",
-                dagster_run=run,
-                cls=self.__class__,
+                f"The run's process runs on {json.loads(run.tags[WORKER_TAG]).get('host')!r}, not on this machine "
+                "(or in another container); nothing to interrupt from here.", dagster_run=run, cls=self.__class__,
             )
             return False
+        if not _alive(worker):
+            # Whatever the process wrote before it ended is final: a run it did not finish is over.
+            latest = self._instance.get_run_by_id(run_id)
+            if latest is None or latest.is_finished:
+                return False
+            self._instance.report_run_canceled(
+                latest, message=f"The run's process (pid {worker['pid']}) had already ended; the run is canceled."
+            )
+            return True
+        self._instance.report_run_canceling(run)
         # What the code server's cancellation does: an interrupt in the run's main thread, which
         # stops the run between steps and marks it canceled.
         os.kill(int(worker["pid"]), signal.SIGINT)

@@ -10,6 +10,8 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +27,12 @@ from dagster._core.workspace.load_target import PythonFileTarget
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 from test_production_instance import instance_database  # noqa: F401  (a fixture)
 
-from ordersys_pipelines.run_launcher import WORKER_TAG, PrewarmedRunLauncher, process_start_ticks
+from ordersys_pipelines.run_launcher import (
+    WORKER_TAG,
+    PrewarmedRunLauncher,
+    pid_namespace,
+    process_start_ticks,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS_FILE = Path(__file__).with_name("launcher_jobs.py")
@@ -100,11 +107,12 @@ def test_a_run_succeeds_in_a_prewarmed_process_or_through_the_code_server(deploy
         assert WORKER_TAG not in run.tags and GRPC_INFO_TAG in run.tags
 
 
-def test_terminate_cancels_a_running_run(deployment, tmp_path):
+def test_terminate_cancels_a_running_run(deployment, prewarm, tmp_path):
     instance, workspace = deployment
     release = tmp_path / "release"
     run_id = launch(instance, workspace, "waiting", {"release": str(release)})
     wait_for(Path(f"{release}.started"))
+    assert (WORKER_TAG in instance.get_run_by_id(run_id).tags) == prewarm
     assert instance.run_launcher.terminate(run_id)
     run = poll_for_finished_run(instance, run_id, timeout=60)
     assert run.status == DagsterRunStatus.CANCELED, messages(instance, run_id)
@@ -144,9 +152,20 @@ def test_a_pid_given_to_a_later_process_is_not_taken_for_the_run():
     assert started is not None
     launcher = PrewarmedRunLauncher()
     for recorded, expected in ((started, WorkerStatus.RUNNING), (started - 1, WorkerStatus.FAILED)):
-        tag = json.dumps({"pid": os.getpid(), "started": recorded, "host": socket.gethostname()})
+        tag = json.dumps({"pid": os.getpid(), "started": recorded, "host": socket.gethostname(),
+                          "pid_namespace": pid_namespace()})
         run = dg.DagsterRun(job_name="quick", tags={WORKER_TAG: tag})
         assert launcher.check_run_worker_health(run).status == expected
+
+
+def test_a_pid_of_another_container_on_the_same_host_is_not_looked_at():
+    """Same host name, other pid namespace (containers with host networking): the pid means
+    nothing here, so health is left to the runtime limit and terminate interrupts nothing."""
+    tag = json.dumps({"pid": os.getpid(), "started": process_start_ticks(os.getpid()), "host": socket.gethostname(),
+                      "pid_namespace": "pid:[1]"})
+    run = dg.DagsterRun(job_name="quick", tags={WORKER_TAG: tag})
+    health = PrewarmedRunLauncher().check_run_worker_health(run)
+    assert health.status == WorkerStatus.RUNNING and health.msg == "process not known to this launcher"
 
 
 def test_a_run_from_another_launcher_is_left_to_the_runtime_limit():
@@ -177,3 +196,160 @@ def test_on_the_production_instance_the_fork_server_preloads_dagster_postgres(tm
         while process_start_ticks(worker["pid"]) == worker["started"]:
             assert time.monotonic() < deadline, "the run's process outlived its run by 30 s"
             time.sleep(0.05)
+
+
+def running_pid(run: dg.DagsterRun) -> int:
+    worker = json.loads(run.tags[WORKER_TAG])
+    assert process_start_ticks(worker["pid"]) == worker["started"]
+    return worker["pid"]
+
+
+@pytest.mark.parametrize("prewarm", [True], ids=["prewarmed"])
+def test_terminating_a_run_whose_process_is_gone_cancels_it_at_once(deployment, tmp_path):
+    instance, workspace = deployment
+    release = tmp_path / "release"
+    run_id = launch(instance, workspace, "waiting", {"release": str(release)})
+    wait_for(Path(f"{release}.started"))
+    pid = running_pid(instance.get_run_by_id(run_id))
+    os.kill(pid, signal.SIGKILL)
+    while process_start_ticks(pid) is not None:
+        time.sleep(0.05)
+    assert instance.run_launcher.terminate(run_id)
+    assert instance.get_run_by_id(run_id).status == DagsterRunStatus.CANCELED
+    assert any("had already ended" in m for m in messages(instance, run_id))
+
+
+@pytest.mark.parametrize("prewarm", [True], ids=["prewarmed"])
+def test_a_killed_fork_server_is_started_again_at_the_next_launch(deployment):
+    instance, workspace = deployment
+    servers = [pid for pid in child_pids(os.getpid()) if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(servers) == 1, servers
+    os.kill(servers[0], signal.SIGKILL)
+    run_id = launch(instance, workspace, "quick")
+    run = poll_for_finished_run(instance, run_id, timeout=60)
+    assert run.status == DagsterRunStatus.SUCCESS and WORKER_TAG in run.tags, messages(instance, run_id)
+
+
+class _BrokenForkContext:
+    """A fork context whose fork server cannot be reached, as after it was killed and its restart
+    failed: starting a process raises before anything was forked."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def Pipe(self, duplex: bool):  # noqa: N802  (multiprocessing's name)
+        return self._real.Pipe(duplex=duplex)
+
+    def Process(self, **kwargs):  # noqa: N802
+        process = self._real.Process(**kwargs)
+
+        def start():
+            raise EOFError("the fork server closed the connection")
+
+        process.start = start
+        return process
+
+
+@pytest.mark.parametrize("prewarm", [True], ids=["prewarmed"])
+def test_a_run_whose_fork_fails_is_launched_through_the_code_server(deployment, monkeypatch):
+    instance, workspace = deployment
+    from ordersys_pipelines import run_launcher
+
+    real = run_launcher.FORK_SERVER.context()
+    monkeypatch.setattr(run_launcher.FORK_SERVER, "context", lambda wait=0.0: _BrokenForkContext(real))
+    run_id = launch(instance, workspace, "quick")
+    run = poll_for_finished_run(instance, run_id, timeout=60)
+    assert run.status == DagsterRunStatus.SUCCESS, messages(instance, run_id)
+    assert WORKER_TAG not in run.tags and GRPC_INFO_TAG in run.tags
+    assert any("could not be forked" in m and "EOFError" in m for m in messages(instance, run_id))
+    # Once per run: the fallback is the only launch.
+    assert len([m for m in messages(instance, run_id) if m.startswith("process pid=")]) == 1
+
+
+def test_only_code_servers_dagster_starts_here_have_their_runs_forked():
+    from dagster._core.remote_origin import (
+        GrpcServerCodeLocationOrigin,
+        ManagedGrpcPythonEnvCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    from ordersys_pipelines.run_launcher import _served_here
+
+    def run_of(location) -> dg.DagsterRun:
+        origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), "quick")
+        return dg.DagsterRun(job_name="quick", remote_job_origin=origin)
+
+    target = LoadableTargetOrigin(python_file=str(JOBS_FILE), attribute="defs")
+    dev_metadata = target.as_dict  # what `dagster dev` gives the code servers it starts
+    assert _served_here(run_of(ManagedGrpcPythonEnvCodeLocationOrigin(target, location_name="a")))
+    assert _served_here(run_of(GrpcServerCodeLocationOrigin("localhost", port=4000, location_name="a",
+                                                            additional_metadata=dev_metadata)))
+    assert _served_here(run_of(GrpcServerCodeLocationOrigin("localhost", socket="/tmp/s", location_name="a",
+                                                            additional_metadata=dev_metadata)))
+    # Started on their own (a `grpc_server` entry): their runs go through them.
+    assert not _served_here(run_of(GrpcServerCodeLocationOrigin("localhost", port=4000, location_name="a")))
+    assert not _served_here(run_of(GrpcServerCodeLocationOrigin("code.internal", port=4000, location_name="a",
+                                                                additional_metadata=dev_metadata)))
+    assert not _served_here(dg.DagsterRun(job_name="quick"))
+
+
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+LAUNCH_AND_LEAVE = """
+import sys, time
+from pathlib import Path
+import dagster as dg
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import PythonFileTarget
+from test_run_launcher import JOBS_FILE, launch, wait_for
+
+home, release = sys.argv[1], Path(sys.argv[2])
+with dg.DagsterInstance.from_config(home) as instance:
+    target = PythonFileTarget(str(JOBS_FILE), attribute="defs", working_directory=str(JOBS_FILE.parent),
+                              location_name="launcher_jobs")
+    with WorkspaceProcessContext(instance, target) as process_context:
+        assert instance.run_launcher.warm_up(timeout=60)
+        run_id = launch(instance, process_context.create_request_context(), "waiting", {"release": str(release)})
+        wait_for(Path(f"{release}.started"))
+print("launched run", run_id, flush=True)
+"""
+
+
+def test_a_launching_process_that_stops_does_not_wait_for_its_runs(tmp_path):
+    """A daemon that stops (or restarts) must not hang until its runs end; they go on without it."""
+    (tmp_path / "dagster.yaml").write_text(
+        "run_launcher:\n  module: ordersys_pipelines.run_launcher\n  class: PrewarmedRunLauncher\n"
+        "telemetry:\n  enabled: false\n"
+    )
+    release = tmp_path / "release"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(JOBS_FILE.parent)])}
+    # Output to files: the run's process inherits them, and a pipe would stay open while it runs.
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    started = time.monotonic()
+    with out.open("w") as stdout, err.open("w") as stderr:
+        launcher = subprocess.Popen([sys.executable, "-c", LAUNCH_AND_LEAVE, str(tmp_path), str(release)], env=env,
+                                    cwd=JOBS_FILE.parent, stdout=stdout, stderr=stderr)
+        assert launcher.wait(timeout=120) == 0, err.read_text()[-3000:]
+    # The run waits for its release file for up to a minute: the launcher left long before.
+    assert time.monotonic() - started < 40 and not release.exists()
+    run_id = re.search(r"^launched run (\S+)$", out.read_text(), re.M).group(1)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run.status == DagsterRunStatus.STARTED
+        running_pid(run)
+        release.write_text("go")
+        run = poll_for_finished_run(instance, run_id, timeout=60)
+        assert run.status == DagsterRunStatus.SUCCESS, messages(instance, run_id)
