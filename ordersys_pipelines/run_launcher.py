@@ -13,8 +13,8 @@ The fork server is a single-threaded child of the launching process (the daemon)
 imports, never connects. It is warmed in the background at the first launch, and until it is
 warm runs go through the code server as before, as does a run whose Python is not this one (a
 code location with its own `executable_path`), a run of a code server started on its own (a
-`grpc_server` entry: its machine and environment may not be the daemon's) and a run whose fork
-failed (the fork server gone and not restartable).
+`grpc_server` entry: its machine and environment may not be the daemon's), and a run whose fork
+failed (the fork server gone and not restartable) with every later run of the process.
 
 The fork server's child forks the run's process, hands its pid back and ends at once: the run's
 process is nobody's multiprocessing child, so a daemon that stops does not wait for its runs
@@ -95,6 +95,13 @@ class _ForkServer:
             log.exception("The run fork server did not start; runs start cold")
             return
         self._ready.set()
+
+    def give_up(self) -> None:
+        """After a fork that failed (the fork server could not be started again): every later
+        launch would pay for the same failed start, so runs go through the code server until the
+        process restarts."""
+        self._ready.clear()
+        log.warning("The run fork server failed; runs go through the code server until the daemon restarts")
 
     def context(self, wait: float = 0.0) -> Any:
         """The warm fork context, or None while the fork server is not warm yet or belongs to the
@@ -238,6 +245,7 @@ class PrewarmedRunLauncher(dg.DefaultRunLauncher):
         try:
             pid = self._fork_run(run)
         except _NoRunProcess as exc:
+            FORK_SERVER.give_up()
             self._instance.report_engine_event(
                 f"The run's process could not be forked ({exc}); launching it through the code server.",
                 dagster_run=run, cls=self.__class__,

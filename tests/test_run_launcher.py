@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,8 +256,11 @@ def test_a_run_whose_fork_fails_is_launched_through_the_code_server(deployment, 
     instance, workspace = deployment
     from ordersys_pipelines import run_launcher
 
-    real = run_launcher.FORK_SERVER.context()
-    monkeypatch.setattr(run_launcher.FORK_SERVER, "context", lambda wait=0.0: _BrokenForkContext(real))
+    server = run_launcher.FORK_SERVER
+    ready = threading.Event()
+    ready.set()
+    monkeypatch.setattr(server, "_ready", ready)  # this test's: the fork server gives up on it
+    monkeypatch.setattr(server, "_context", _BrokenForkContext(server.context()))
     run_id = launch(instance, workspace, "quick")
     run = poll_for_finished_run(instance, run_id, timeout=60)
     assert run.status == DagsterRunStatus.SUCCESS, messages(instance, run_id)
@@ -264,6 +268,10 @@ def test_a_run_whose_fork_fails_is_launched_through_the_code_server(deployment, 
     assert any("could not be forked" in m and "EOFError" in m for m in messages(instance, run_id))
     # Once per run: the fallback is the only launch.
     assert len([m for m in messages(instance, run_id) if m.startswith("process pid=")]) == 1
+    # Later runs go through the code server straight away, without trying the fork again.
+    later = poll_for_finished_run(instance, launch(instance, workspace, "quick"), timeout=60)
+    assert later.status == DagsterRunStatus.SUCCESS and GRPC_INFO_TAG in later.tags
+    assert not any("could not be forked" in m for m in messages(instance, later.run_id))
 
 
 def test_only_code_servers_dagster_starts_here_have_their_runs_forked():
