@@ -142,14 +142,19 @@ def process_start_ticks(pid: int) -> int | None:
     """When process `pid` started (clock ticks since boot), or None where it does not exist, has
     exited (a zombie) or /proc cannot say. With the pid it tells this run's process from a later
     one that was given the same pid."""
+    fields = proc_stat(pid)
+    # fields[0] is the state (field 3 of the file), fields[19] the start time (field 22).
+    return None if fields is None or fields[0] in ("Z", "X") else int(fields[19])
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, parent pid, ...), or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # The command name (field 2) is in parentheses and may hold spaces; state is field 3, the
-    # start time field 22.
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] in ("Z", "X") else int(fields[19])
+    # The command name (field 2) is in parentheses and may hold spaces and parentheses.
+    return stat.rsplit(")", 1)[1].split()
 
 
 def pid_namespace() -> str | None:
@@ -163,6 +168,13 @@ def pid_namespace() -> str | None:
 
 def _where() -> dict[str, str | None]:
     return {"host": socket.gethostname(), "pid_namespace": pid_namespace()}
+
+
+def _here(worker: Mapping[str, Any]) -> bool:
+    """Was the recorded process started on this machine, in this pid namespace (older tags have
+    no namespace)?"""
+    here = _where()
+    return worker.get("host") == here["host"] and worker.get("pid_namespace", here["pid_namespace"]) == here["pid_namespace"]
 
 
 def _alive(worker: Mapping[str, Any]) -> bool:
@@ -303,23 +315,19 @@ class PrewarmedRunLauncher(dg.DefaultRunLauncher):
 
     @staticmethod
     def _worker(run: DagsterRun) -> dict[str, Any] | None:
+        """The run's process as its tag records it; None for a run launched through the code server."""
         text = run.tags.get(WORKER_TAG)
-        if not text:
-            return None
-        worker = json.loads(text)
-        here = _where()
-        same = worker.get("host") == here["host"] and worker.get("pid_namespace", here["pid_namespace"]) == here["pid_namespace"]
-        return worker if same else None
+        return json.loads(text) if text else None
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id) if self.has_instance else None
         if run is None or run.is_finished or WORKER_TAG not in run.tags:
             return super().terminate(run_id)
         worker = self._worker(run)
-        if worker is None:
+        if not _here(worker):
             self._instance.report_run_canceling(run)
             self._instance.report_engine_event(
-                f"The run's process runs on {json.loads(run.tags[WORKER_TAG]).get('host')!r}, not on this machine "
+                f"The run's process runs on {worker.get('host')!r}, not on this machine "
                 "(or in another container); nothing to interrupt from here.", dagster_run=run, cls=self.__class__,
             )
             return False
@@ -344,7 +352,7 @@ class PrewarmedRunLauncher(dg.DefaultRunLauncher):
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         worker = self._worker(run)
-        if worker is None:
+        if worker is None or not _here(worker):
             # Launched through the code server, or on another machine: no process to look at,
             # so the maximum runtime is the only bound, as with the default launcher.
             return CheckRunHealthResult(WorkerStatus.RUNNING, "process not known to this launcher")

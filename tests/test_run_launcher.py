@@ -32,6 +32,7 @@ from ordersys_pipelines.run_launcher import (
     WORKER_TAG,
     PrewarmedRunLauncher,
     pid_namespace,
+    proc_stat,
     process_start_ticks,
 )
 
@@ -304,15 +305,11 @@ def test_only_code_servers_dagster_starts_here_have_their_runs_forked():
 
 
 def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (fields[1] of /proc/N/stat is the parent pid)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
+        if entry.name.isdigit() and (fields := proc_stat(int(entry.name))) and int(fields[1]) == pid:
+            found.append(int(entry.name))
     return found
 
 
