@@ -108,7 +108,7 @@ def test_a_receiver_that_hangs_costs_one_timeout_not_the_batch(shop, engine, rec
     receiver.hang = {2}
     shop.enqueue("order_shipped", shop.orders(5))
 
-    settings = _webhook(config, receiver, timeout_seconds=0.3, backoff_seconds=60)
+    settings = _webhook(config, receiver, timeout_seconds=1.0, backoff_seconds=60)
     result = dispatch_pending(engine, settings, claimant="run")
 
     assert not receiver.answered_hung  # dispatch did not wait for the hung answer
