@@ -21,10 +21,11 @@ def report_process(context: dg.OpExecutionContext) -> None:
 
 @dg.op
 def wait_for_release(context: dg.OpExecutionContext) -> None:
-    """Runs until the file the run's tag names appears (or a minute passes)."""
+    """Runs until the file the run's tag names appears (or a minute passes, or the seconds of
+    the tag `wait_seconds`)."""
     release = Path(context.run.tags["release"])
     Path(f"{release}.started").write_text(str(os.getpid()))
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + float(context.run.tags.get("wait_seconds", 60))
     while not release.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
 

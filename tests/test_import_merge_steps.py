@@ -30,13 +30,26 @@ from ordersys_pipelines.domain.imports.importer import (
 )
 from ordersys_pipelines.domain.orders.reservation import eligible
 
+# Imports a file in slices of argv[3] orders and stops dead (a marker file says so) when the
+# second slice's merge starts: the first slice is committed, the file not completed.
 CHILD_IMPORT = """
-import sys
+import sys, time
 from pathlib import Path
-from ordersys_pipelines.db import migrate
 from ordersys_pipelines.db.engine import get_engine
-from ordersys_pipelines.domain.imports.importer import ImportOptions, import_order_file
-import_order_file(get_engine(sys.argv[1]), Path(sys.argv[2]), options=ImportOptions(chunk_rows=int(sys.argv[3])))
+from ordersys_pipelines.domain.imports import importer
+
+url, path, slice_rows, marker = sys.argv[1:5]
+real, calls = importer.merge_orders, []
+
+def merge_orders(conn, file_id, counts, *, between=None):
+    calls.append(between)
+    if len(calls) == 2:
+        Path(marker).write_text("stopped")
+        time.sleep(600)
+    real(conn, file_id, counts, between=between)
+
+importer.merge_orders = merge_orders
+importer.import_order_file(get_engine(url), Path(path), options=importer.ImportOptions(chunk_rows=int(slice_rows)))
 """
 
 
@@ -173,21 +186,24 @@ def test_kill_9_during_the_merge_steps_then_rerun_gives_what_one_uninterrupted_r
     path = tmp_path / "orders.csv"
     generate_orders(path, rows=20_000, seed=5, bad_rows=10)
     engine = get_engine(sqlite_url)
-    child = subprocess.Popen([sys.executable, "-c", CHILD_IMPORT, sqlite_url, str(path), "300"],
+    marker = tmp_path / "stopped"
+    child = subprocess.Popen([sys.executable, "-c", CHILD_IMPORT, sqlite_url, str(path), "300", str(marker)],
                              cwd=Path(__file__).parent)
     try:
-        # A plain WAL reader, which waits for no writer (the engine's BEGIN IMMEDIATE would).
-        watcher = sqlite3.connect(engine.url.database)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and child.poll() is None:
-            if watcher.execute("SELECT count(*) FROM orders").fetchone()[0] > 0:
-                break
-            time.sleep(0.005)
-        watcher.close()
-        assert child.poll() is None, "the import ended before it could be killed"
+        while not marker.exists():
+            assert child.poll() is None, "the import ended before it reached its second merge step"
+            assert time.monotonic() < deadline, "the import did not reach its second merge step"
+            time.sleep(0.02)
         os.kill(child.pid, signal.SIGKILL)
     finally:
+        if child.poll() is None:
+            child.kill()
         child.wait()
+    # A plain WAL reader, which waits for no writer: the first step's orders are there.
+    watcher = sqlite3.connect(engine.url.database)
+    assert watcher.execute("SELECT count(*) FROM orders").fetchone()[0] > 0
+    watcher.close()
     assert rows(engine, "SELECT status FROM import_files") == [("staged",)]
     assert eligible_orders(engine) == 0
     result = import_order_file(engine, path, options=ImportOptions(chunk_rows=300))

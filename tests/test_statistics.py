@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import text, update
-from workflow_helpers import add_order, add_products
+from sqlalchemy import text
 
 from ordersys_pipelines.db import statistics
 from ordersys_pipelines.db.engine import get_engine
-from ordersys_pipelines.db.schema import orders
 
 
 def _modified_since_analyze(engine, table: str) -> int:
@@ -39,19 +37,42 @@ def _analyze_until_counted_out(engine, table: str) -> None:
         time.sleep(0.5)
 
 
-def test_a_table_that_changed_a_lot_is_analyzed_and_then_left_alone(pg_url):
-    engine = get_engine(pg_url)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("ANALYZE orders, products"))
+def _probe_table(engine, name: str, rows: int) -> None:
+    """A table of the test's own, with autovacuum off on it (an auto-ANALYZE would reset its
+    counters at any moment), counted out after its creation."""
     with engine.begin() as conn:
-        add_products(conn, {"A": 10})
-        for n in range(120):
-            add_order(conn, f"O-{n}", [("A", 1)])
-        conn.execute(update(orders).values(status_reason="changed"))
-    _wait_for_counters(engine, "orders", 240)
-    assert statistics.refresh(engine, ["orders", "products", "no_such_table"]) == ["orders"]
-    assert _modified_since_analyze(engine, "orders") == 0
-    assert statistics.refresh(engine, ["orders"]) == []
+        conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+        conn.execute(text(f"CREATE TABLE {name} WITH (autovacuum_enabled = off) AS "
+                          f"SELECT n AS id, '' AS note FROM generate_series(1, {rows}) n"))
+    _wait_for_counters(engine, name, rows)
+    _analyze_until_counted_out(engine, name)
+
+
+def _drop(engine, *names: str) -> None:
+    with engine.begin() as conn:
+        for name in names:
+            conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+
+
+def test_a_table_that_changed_a_lot_is_analyzed_and_then_left_alone(pg_url):
+    """Tables of the test's own: the session's other connections may still report counters of
+    `orders` or `products` from earlier tests, which would count as changes here."""
+    engine = get_engine(pg_url)
+    _probe_table(engine, "statistics_changed", 200)
+    _probe_table(engine, "statistics_unchanged", 200)
+    try:
+        with engine.begin() as conn:  # 240 changes, past 50 + 20% of 200; the other table 10
+            conn.execute(text("UPDATE statistics_changed SET note = 'changed' WHERE id <= 120"))
+            conn.execute(text("UPDATE statistics_changed SET note = 'again' WHERE id <= 120"))
+            conn.execute(text("UPDATE statistics_unchanged SET note = 'changed' WHERE id <= 10"))
+        _wait_for_counters(engine, "statistics_changed", 240)
+        _wait_for_counters(engine, "statistics_unchanged", 10)
+        tables = ["statistics_changed", "statistics_unchanged", "no_such_table"]
+        assert statistics.refresh(engine, tables) == ["statistics_changed"]
+        assert _modified_since_analyze(engine, "statistics_changed") == 0
+        assert statistics.refresh(engine, ["statistics_changed"]) == []
+    finally:
+        _drop(engine, "statistics_changed", "statistics_unchanged")
 
 
 def test_other_databases_have_nothing_to_refresh(sqlite_url):
@@ -59,14 +80,9 @@ def test_other_databases_have_nothing_to_refresh(sqlite_url):
 
 
 def test_orders_are_analyzed_only_once_they_changed_as_much_as_they_hold(pg_url):
-    """The orders' share, on a table of the test's own: the session's other connections may
-    still report counters of `orders` from earlier tests, which would count as changes here."""
+    """The orders' share, on a table of the test's own (as above)."""
     engine = get_engine(pg_url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS statistics_probe"))
-        conn.execute(text("CREATE TABLE statistics_probe AS SELECT n AS id, '' AS note FROM generate_series(1, 200) n"))
-    _wait_for_counters(engine, "statistics_probe", 200)
-    _analyze_until_counted_out(engine, "statistics_probe")
+    _probe_table(engine, "statistics_probe", 200)
     try:
         with engine.begin() as conn:  # 100 changes: past 50 + 20% of 200, short of 50 + 100%
             conn.execute(text("UPDATE statistics_probe SET note = 'changed' WHERE id <= 100"))
@@ -78,5 +94,4 @@ def test_orders_are_analyzed_only_once_they_changed_as_much_as_they_hold(pg_url)
         _wait_for_counters(engine, "statistics_probe", 500)
         assert statistics.refresh(engine, ["statistics_probe"], share=statistics.ORDERS_SHARE) == ["statistics_probe"]
     finally:
-        with engine.begin() as conn:
-            conn.execute(text("DROP TABLE statistics_probe"))
+        _drop(engine, "statistics_probe")

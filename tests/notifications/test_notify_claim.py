@@ -34,8 +34,10 @@ _DYING_RUN = textwrap.dedent("""
     from sqlalchemy import event
     from ordersys_pipelines.db.engine import get_engine
     from ordersys_pipelines.domain.notifications.config import NotifierConfig
+    from ordersys_pipelines.domain.notifications import dispatch
     from ordersys_pipelines.domain.notifications.dispatch import dispatch_batch
 
+    dispatch.FLUSH_SECONDS = 3600.0  # marks flushed by count only: the stop comes after every send
     url, log_file, stop_at, marker = sys.argv[1:5]
     engine = get_engine(url)
 

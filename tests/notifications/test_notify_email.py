@@ -128,7 +128,7 @@ def test_two_dispatch_runs_at_once_send_every_notification_exactly_once(locking_
     orders = shop.orders(30)
     shop.enqueue("order_confirmed", orders)
     shop.enqueue("order_shipped", orders)
-    smtp_server.recorder.delay_seconds = 0.003  # a slow server, so the runs overlap
+    smtp_server.recorder.delay_seconds = 0.02  # a slow server (1.2 s in all), so the runs overlap
     settings = config(channel="email", smtp_port=smtp_server.port)
     barrier = threading.Barrier(2)
     results = {}
