@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # loadgroup: the end-to-end tests (xdist_group "stack") share one worker and so one stack.
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: venv demo test lint check-defs ui up down workers workers-stop bench bench-import bench-workflow bench-analytics bench-notifications bench-process bench-latency bench-backfill clean
+.PHONY: venv demo test lint check-defs ui up down workers workers-stop bench bench-import bench-workflow bench-analytics bench-notifications bench-process bench-latency bench-backfill bench-wave clean
 
 venv: $(STAMP)
 
@@ -74,6 +74,9 @@ bench-latency: venv
 
 bench-backfill: venv
 	$(BIN)/python bench/backfill_bench.py
+
+bench-wave: venv
+	$(BIN)/python bench/wave_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .ordersys data .dagster_home

@@ -187,6 +187,43 @@ def test_workflow_sensor_splits_a_large_backlog_into_batches(db_url, engine):
     assert [r.run_key for r in result.run_requests] == [key, f"{key}:1"]
 
 
+def test_workflow_sensor_shares_a_backlog_short_of_full_batches_evenly(db_url, engine):
+    """15 orders, batches of 10, two runs: each run's ops take 8 (not 10 and 5), and the two runs
+    the sensor asked for leave nothing behind."""
+    with engine.begin() as conn:
+        add_products(conn, {"A": 100})
+        add_one_unit_orders(conn, 15, "A")
+    instance = dg.DagsterInstance.ephemeral()
+    context = dg.build_sensor_context(
+        instance=instance,
+        resources={"database": DatabaseResource(url=db_url),
+                   "workflow": WorkflowSettingsResource(batch_size=10, max_runs_per_tick=2)})
+    requests = order_workflow_sensor(context).run_requests
+
+    assert len(requests) == 2
+    assert all(r.run_config == _batch(order_workflow, 8) and r.tags["ordersys/batch_size"] == "8" for r in requests)
+    reserved = []
+    for request in requests:
+        run = order_workflow.execute_in_process(run_config=request.run_config, instance=instance,
+                                                resources=_resources(db_url))
+        reserved.append(_counts(run)["reserved"])
+    assert reserved == [8, 7]
+    with engine.connect() as conn:
+        assert status_counts(conn) == {"awaiting_payment": 15}
+
+
+def test_a_backlog_of_one_batch_takes_the_configured_batch(db_url, engine):
+    with engine.begin() as conn:
+        add_products(conn, {"A": 10})
+        add_one_unit_orders(conn, 5, "A")
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"database": DatabaseResource(url=db_url),
+                   "workflow": WorkflowSettingsResource(batch_size=10, max_runs_per_tick=2)})
+    [request] = order_workflow_sensor(context).run_requests
+    assert not request.run_config and request.tags["ordersys/batch_size"] == "10"
+
+
 def test_settlement_sensor_sees_due_callbacks_and_overdue_payments(db_url, engine):
     instance = dg.DagsterInstance.ephemeral()
     with engine.begin() as conn:

@@ -4,8 +4,9 @@ settlement, refunds, notifications): `watermark_requests`.
 
 Every stage claims its work row by row (`FOR UPDATE SKIP LOCKED` with a lease), so several runs
 of one job never take the same item; a large backlog therefore becomes several runs at once,
-one per batch, up to the configured parallelism (ORDERSYS_PARALLEL_RUNS). What is left waits
-for the next tick; the run queue's tag limits decide how many of the runs execute together.
+one per batch, up to the configured parallelism (ORDERSYS_PARALLEL_RUNS), with the backlog
+shared evenly when it is short of that many full batches. What is left waits for the next
+tick; the run queue's tag limits decide how many of the runs execute together.
 """
 
 from __future__ import annotations
@@ -40,6 +41,21 @@ def parallel_runs(pending: int, per_run: int, parallelism: int) -> int:
     if pending <= 0:
         return 0
     return min(math.ceil(pending / max(per_run, 1)), max(parallelism, 1))
+
+
+def even_batch(pending: int, runs: int, per_run: int) -> int:
+    """The batch of each of `runs` runs started together for `pending` items: `per_run`, or an
+    even share when the backlog is short of `runs` full batches. 15,000 orders in batches of
+    10,000 make two runs of 7,500 that end together, not one of 10,000 that the other run's
+    5,000 leaves working alone (the sensor waits for the last before it starts more)."""
+    if runs <= 1:
+        return per_run
+    return max(1, min(per_run, math.ceil(pending / runs)))
+
+
+def batch_run_config(job: dg.JobDefinition, size: int) -> dict:
+    """Run config giving every op of `job` (each takes a BatchConfig) the batch `size`."""
+    return {"ops": {node.name: {"config": {"batch_size": size}} for node in job.graph.nodes}}
 
 
 def share(total: int, parts: int) -> int:

@@ -4,8 +4,8 @@ after an import succeeds.
 A tick only looks (a couple of capped aggregate queries, domain/watermarks.py). The run keys
 follow the backlog sensors' one rule (sensors/backlog.py: watermark_requests): nothing while a
 run of the job is in flight, the same waiting work is not requested twice within a claim lease,
-and a large backlog becomes one run per batch (at most ORDERSYS_PARALLEL_RUNS); concurrent runs
-are safe because each claims its own orders.
+and a large backlog becomes one run per batch (at most ORDERSYS_PARALLEL_RUNS, sharing a backlog
+short of that many batches evenly); concurrent runs are safe because each claims its own orders.
 """
 
 # No `from __future__ import annotations`: Dagster reads the sensor signatures at definition time.
@@ -14,7 +14,13 @@ import dagster as dg
 from ordersys_pipelines.db.engine import reading
 from ordersys_pipelines.domain import watermarks
 from ordersys_pipelines.resources import DatabaseResource, WorkflowSettingsResource
-from ordersys_pipelines.sensors.backlog import parallel_runs, run_in_flight, watermark_requests
+from ordersys_pipelines.sensors.backlog import (
+    batch_run_config,
+    even_batch,
+    parallel_runs,
+    run_in_flight,
+    watermark_requests,
+)
 from ordersys_pipelines.settings import Settings
 
 IMPORT_ASSET = dg.AssetKey("orders_csv")
@@ -24,15 +30,18 @@ def run_tags(stage: str, batch_size: int) -> dict[str, str]:
     return {"ordersys/stage": stage, "ordersys/batch_size": str(batch_size)}
 
 
-def _requests(context: dg.SensorEvaluationContext, job_name: str, stage: str, waiting: watermarks.Waiting,
+def _requests(context: dg.SensorEvaluationContext, job: dg.JobDefinition, stage: str, waiting: watermarks.Waiting,
               workflow: WorkflowSettingsResource) -> dg.SensorResult | dg.SkipReason:
     if not waiting.count:
         return dg.SkipReason("no pending work")
+    runs = parallel_runs(waiting.count, workflow.batch_size, workflow.max_runs_per_tick)
+    size = even_batch(waiting.count, runs, workflow.batch_size)
+    # The configured batch needs no run config (a run launched by hand takes it too).
+    run_config = batch_run_config(job, size) if size < workflow.batch_size else None
     return watermark_requests(
-        context, job_name=job_name, key_prefix=job_name, watermark=waiting.watermark,
-        lease_seconds=workflow.claim_lease_seconds,
-        runs=parallel_runs(waiting.count, workflow.batch_size, workflow.max_runs_per_tick),
-        already=f"{waiting.count} waiting, already requested", tags=run_tags(stage, workflow.batch_size),
+        context, job_name=job.name, key_prefix=job.name, watermark=waiting.watermark,
+        lease_seconds=workflow.claim_lease_seconds, runs=runs,
+        already=f"{waiting.count} waiting, already requested", tags=run_tags(stage, size), run_config=run_config,
     )
 
 
@@ -60,7 +69,7 @@ def build_workflow_sensors(
     ):
         with reading(database.engine) as conn:
             waiting = watermarks.workflow_waiting(conn)
-        return _requests(context, order_workflow.name, "workflow", waiting, workflow)
+        return _requests(context, order_workflow, "workflow", waiting, workflow)
 
     @dg.sensor(
         name="payment_settlement_sensor",
@@ -80,7 +89,7 @@ def build_workflow_sensors(
                 return dg.SkipReason(f"{order_workflow.name} run {in_flight} is in flight and settles what is due")
         with reading(database.engine) as conn:
             waiting = watermarks.settlement_waiting(conn, workflow.payment_timeout_seconds)
-        return _requests(context, payment_settlement.name, "settlement", waiting, workflow)
+        return _requests(context, payment_settlement, "settlement", waiting, workflow)
 
     @dg.run_status_sensor(
         name="workflow_after_import_sensor",
