@@ -25,3 +25,4 @@ def test_a_backlog_short_of_full_batches_is_shared_evenly():
     assert even_batch(100_000, 4, 10_000) == 10_000  # more than the runs take: full batches
     assert even_batch(3, 1, 10_000) == 10_000  # one run keeps its batch (more may arrive)
     assert even_batch(1, 2, 10_000) == 1
+    assert even_batch(15_000, 2, 10_000, capped=True) == 10_000  # a lower bound of the backlog

@@ -13,11 +13,12 @@ from workflow_helpers import add_one_unit_orders, add_products, gateway_config, 
 
 from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import order_events, orders, payment_callbacks
+from ordersys_pipelines.domain import watermarks
 from ordersys_pipelines.jobs.common import step_output_metadata
 from ordersys_pipelines.jobs.notifications import notification_dispatch
 from ordersys_pipelines.jobs.refunds import refund_processing, refund_request
 from ordersys_pipelines.jobs.settlement import payment_settlement
-from ordersys_pipelines.jobs.workflow import order_workflow
+from ordersys_pipelines.jobs.workflow import order_workflow, order_workflow_settling
 from ordersys_pipelines.resources import DatabaseResource, PaymentGatewayResource, WorkflowSettingsResource
 from ordersys_pipelines.sensors.workflow import build_workflow_sensors
 from ordersys_pipelines.settings import Settings
@@ -174,15 +175,26 @@ def test_workflow_sensor_reads_a_cursor_of_the_earlier_tick_counter(db_url, engi
     assert len(result.run_requests) == 1 and result.run_requests[0].run_key.endswith(":0")
 
 
+def _batches_context(db_url: str, batch_size: int, runs: int, instance: dg.DagsterInstance | None = None):
+    return dg.build_sensor_context(
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        resources={"database": DatabaseResource(url=db_url),
+                   "workflow": WorkflowSettingsResource(batch_size=batch_size, max_runs_per_tick=runs)})
+
+
+def _short_backlog_requests(db_url, engine, sensor, instance: dg.DagsterInstance | None = None) -> list[dg.RunRequest]:
+    """The requests of `sensor` for 15 orders with batches of 10 and two runs."""
+    with engine.begin() as conn:
+        add_products(conn, {"A": 100})
+        add_one_unit_orders(conn, 15, "A")
+    return sensor(_batches_context(db_url, 10, 2, instance)).run_requests
+
+
 def test_workflow_sensor_splits_a_large_backlog_into_batches(db_url, engine):
     with engine.begin() as conn:
         add_products(conn, {"A": 10})
         add_one_unit_orders(conn, 3, "A")
-    context = dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(),
-        resources={"database": DatabaseResource(url=db_url),
-                   "workflow": WorkflowSettingsResource(batch_size=1, max_runs_per_tick=2)})
-    result = order_workflow_sensor(context)
+    result = order_workflow_sensor(_batches_context(db_url, 1, 2))
     key = json.loads(result.cursor)["run_key"]
     assert [r.run_key for r in result.run_requests] == [key, f"{key}:1"]
 
@@ -190,15 +202,8 @@ def test_workflow_sensor_splits_a_large_backlog_into_batches(db_url, engine):
 def test_workflow_sensor_shares_a_backlog_short_of_full_batches_evenly(db_url, engine):
     """15 orders, batches of 10, two runs: each run's ops take 8 (not 10 and 5), and the two runs
     the sensor asked for leave nothing behind."""
-    with engine.begin() as conn:
-        add_products(conn, {"A": 100})
-        add_one_unit_orders(conn, 15, "A")
     instance = dg.DagsterInstance.ephemeral()
-    context = dg.build_sensor_context(
-        instance=instance,
-        resources={"database": DatabaseResource(url=db_url),
-                   "workflow": WorkflowSettingsResource(batch_size=10, max_runs_per_tick=2)})
-    requests = order_workflow_sensor(context).run_requests
+    requests = _short_backlog_requests(db_url, engine, order_workflow_sensor, instance)
 
     assert len(requests) == 2
     assert all(r.run_config == _batch(order_workflow, 8) and r.tags["ordersys/batch_size"] == "8" for r in requests)
@@ -216,12 +221,36 @@ def test_a_backlog_of_one_batch_takes_the_configured_batch(db_url, engine):
     with engine.begin() as conn:
         add_products(conn, {"A": 10})
         add_one_unit_orders(conn, 5, "A")
-    context = dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(),
-        resources={"database": DatabaseResource(url=db_url),
-                   "workflow": WorkflowSettingsResource(batch_size=10, max_runs_per_tick=2)})
-    [request] = order_workflow_sensor(context).run_requests
+    [request] = order_workflow_sensor(_batches_context(db_url, 10, 2)).run_requests
     assert not request.run_config and request.tags["ordersys/batch_size"] == "10"
+
+
+def test_a_settling_workflow_shares_only_the_orders_it_counted(db_url, engine):
+    """The waiting count is of orders: apply_callbacks keeps the configured batch, so the due
+    callbacks of both runs' payments (each sent twice) are applied in those runs, not left
+    for settlement."""
+    settling = build_workflow_sensors(Settings(), order_workflow_settling, payment_settlement)[0]
+    instance = dg.DagsterInstance.ephemeral()
+    requests = _short_backlog_requests(db_url, engine, settling, instance)
+    assert len(requests) == 2
+    assert all(r.run_config == {"ops": {"reserve_stock": {"config": {"batch_size": 8}},
+                                        "initiate_payments": {"config": {"batch_size": 8}}}} for r in requests)
+    for request in requests:
+        assert order_workflow_settling.execute_in_process(
+            run_config=request.run_config, instance=instance, resources=_resources(db_url, duplicate_rate=1.0)).success
+    with engine.connect() as conn:
+        assert status_counts(conn) == {"finalized": 15}
+        assert not conn.execute(select(func.count()).select_from(payment_callbacks)
+                                .where(payment_callbacks.c.processed_at.is_(None))).scalar()
+
+
+def test_a_capped_count_is_not_shared(db_url, engine, monkeypatch):
+    """A count that reached the watermark cap is a lower bound: the runs take full batches."""
+    monkeypatch.setattr(watermarks, "CAP", 12)
+    monkeypatch.setattr(watermarks.workflow_waiting, "__defaults__", (12,))
+    requests = _short_backlog_requests(db_url, engine, order_workflow_sensor)
+    assert len(requests) == 2
+    assert all(not r.run_config and r.tags["ordersys/batch_size"] == "10" for r in requests)
 
 
 def test_settlement_sensor_sees_due_callbacks_and_overdue_payments(db_url, engine):

@@ -28,6 +28,7 @@ CAP = 100_000
 class Waiting:
     count: int  # items a run could take now (each part counted up to the cap)
     watermark: str  # changes whenever the waiting items do
+    capped: bool = False  # a part reached the cap: there may be more than `count`
 
 
 def _part(conn: Connection, table: Table, where: ColumnElement[bool], cap: int) -> tuple[int, int]:
@@ -36,8 +37,9 @@ def _part(conn: Connection, table: Table, where: ColumnElement[bool], cap: int) 
     return int(count), int(highest or 0)
 
 
-def _waiting(parts: list[tuple[int, int]]) -> Waiting:
-    return Waiting(sum(count for count, _ in parts), "-".join(f"{count}.{highest}" for count, highest in parts))
+def _waiting(parts: list[tuple[int, int]], cap: int) -> Waiting:
+    return Waiting(sum(count for count, _ in parts), "-".join(f"{count}.{highest}" for count, highest in parts),
+                   capped=any(count >= cap for count, _ in parts))
 
 
 def workflow_waiting(conn: Connection, cap: int = CAP) -> Waiting:
@@ -45,7 +47,7 @@ def workflow_waiting(conn: Connection, cap: int = CAP) -> Waiting:
     return _waiting([
         _part(conn, orders, eligible() & claims.claimable(orders), cap),
         _part(conn, orders, (orders.c.status == RESERVED) & claims.claimable(orders), cap),
-    ])
+    ], cap)
 
 
 def settlement_waiting(conn: Connection, timeout_seconds: int, now: datetime | None = None,
@@ -55,4 +57,4 @@ def settlement_waiting(conn: Connection, timeout_seconds: int, now: datetime | N
     return _waiting([
         _part(conn, payment_callbacks, due_callbacks(now) & claims.claimable(payment_callbacks), cap),
         _part(conn, orders, overdue(timeout_seconds, now), cap),
-    ])
+    ], cap)

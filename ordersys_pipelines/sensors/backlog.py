@@ -43,19 +43,22 @@ def parallel_runs(pending: int, per_run: int, parallelism: int) -> int:
     return min(math.ceil(pending / max(per_run, 1)), max(parallelism, 1))
 
 
-def even_batch(pending: int, runs: int, per_run: int) -> int:
+def even_batch(pending: int, runs: int, per_run: int, *, capped: bool = False) -> int:
     """The batch of each of `runs` runs started together for `pending` items: `per_run`, or an
     even share when the backlog is short of `runs` full batches. 15,000 orders in batches of
     10,000 make two runs of 7,500 that end together, not one of 10,000 that the other run's
-    5,000 leaves working alone (the sensor waits for the last before it starts more)."""
-    if runs <= 1:
+    5,000 leaves working alone (the sensor waits for the last before it starts more). A
+    `capped` count is a lower bound of the backlog, so it is not shared."""
+    if runs <= 1 or capped:
         return per_run
     return max(1, min(per_run, math.ceil(pending / runs)))
 
 
-def batch_run_config(job: dg.JobDefinition, size: int) -> dict:
-    """Run config giving every op of `job` (each takes a BatchConfig) the batch `size`."""
-    return {"ops": {node.name: {"config": {"batch_size": size}} for node in job.graph.nodes}}
+def batch_run_config(job: dg.JobDefinition, size: int, ops: frozenset[str] | None = None) -> dict:
+    """Run config giving the ops of `job` (each takes a BatchConfig) the batch `size`: all of
+    them, or those named in `ops`."""
+    return {"ops": {node.name: {"config": {"batch_size": size}}
+                    for node in job.graph.nodes if ops is None or node.name in ops}}
 
 
 def share(total: int, parts: int) -> int:

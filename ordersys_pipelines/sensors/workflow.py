@@ -30,14 +30,23 @@ def run_tags(stage: str, batch_size: int) -> dict[str, str]:
     return {"ordersys/stage": stage, "ordersys/batch_size": str(batch_size)}
 
 
+# The ops whose work the workflow's waiting count covers. A settling workflow's apply_callbacks
+# keeps the configured batch: the callbacks are not in that count, and a share of it would
+# leave due callbacks for a payment_settlement run.
+WORKFLOW_COUNTED_OPS = frozenset({"reserve_stock", "initiate_payments"})
+
+
 def _requests(context: dg.SensorEvaluationContext, job: dg.JobDefinition, stage: str, waiting: watermarks.Waiting,
-              workflow: WorkflowSettingsResource) -> dg.SensorResult | dg.SkipReason:
+              workflow: WorkflowSettingsResource, counted_ops: frozenset[str] | None = None,
+              ) -> dg.SensorResult | dg.SkipReason:
+    """The batch runs for `waiting`; a share of a short backlog goes to `counted_ops` (all ops
+    when None)."""
     if not waiting.count:
         return dg.SkipReason("no pending work")
     runs = parallel_runs(waiting.count, workflow.batch_size, workflow.max_runs_per_tick)
-    size = even_batch(waiting.count, runs, workflow.batch_size)
+    size = even_batch(waiting.count, runs, workflow.batch_size, capped=waiting.capped)
     # The configured batch needs no run config (a run launched by hand takes it too).
-    run_config = batch_run_config(job, size) if size < workflow.batch_size else None
+    run_config = batch_run_config(job, size, counted_ops) if size < workflow.batch_size else None
     return watermark_requests(
         context, job_name=job.name, key_prefix=job.name, watermark=waiting.watermark,
         lease_seconds=workflow.claim_lease_seconds, runs=runs,
@@ -69,7 +78,7 @@ def build_workflow_sensors(
     ):
         with reading(database.engine) as conn:
             waiting = watermarks.workflow_waiting(conn)
-        return _requests(context, order_workflow, "workflow", waiting, workflow)
+        return _requests(context, order_workflow, "workflow", waiting, workflow, WORKFLOW_COUNTED_OPS)
 
     @dg.sensor(
         name="payment_settlement_sensor",
