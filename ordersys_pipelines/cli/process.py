@@ -2,7 +2,9 @@
 then refresh the KPI days and the leaderboard that work touched.
 
 The sensors are the production path; this is the same jobs run one after another in this
-process (each run recorded in the instance, so the UI shows them), for the demo and the tests.
+process (each run recorded in the instance, so the UI shows them), for the demo and the tests;
+with a backlog of more than one workflow batch, the notifications are sent by a second process
+alongside (cli/alongside.py).
 Stages are a list: another area appends its own `Stage` (refunds, notifications, analytics).
 """
 
@@ -19,6 +21,7 @@ from sqlalchemy import func, select
 
 from ordersys_pipelines.assets.analytics import WATCHED_JOBS
 from ordersys_pipelines.cli import runtime
+from ordersys_pipelines.cli.alongside import Alongside, Finished
 from ordersys_pipelines.cli.analytics import refresh_days
 from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import orders
@@ -108,6 +111,8 @@ def _workflow_config(settings: Settings) -> dict:
     return _batch_config(ops)(settings)
 
 
+NOTIFICATIONS = "notifications"
+
 STAGES: list[Stage] = [
     Stage("workflow", order_workflow, _workflow_pending, _workflow_config, _workflow_next_due,
           job_for=_workflow_job),
@@ -115,11 +120,11 @@ STAGES: list[Stage] = [
           _batch_config(["apply_callbacks", "expire_overdue_payments"]), _settlement_next_due),
     Stage("refunds", refund_processing, _refunds_pending, next_due=_refunds_next_due),
     # Notifications are sent last in a round, after the stages that write them.
-    Stage("notifications", notification_dispatch, _notifications_pending),
+    Stage(NOTIFICATIONS, notification_dispatch, _notifications_pending),
 ]
 
 
-def _summary(result: dg.ExecuteInProcessResult) -> str:
+def summary(result: dg.ExecuteInProcessResult) -> str:
     """The ops' headline counts from their output metadata (the workflow jobs' `summary`)."""
     parts = [step_output_metadata(result, node.name).get(SUMMARY_KEY)
              for node in result.job_def.graph.nodes_in_topological_order]
@@ -165,45 +170,91 @@ def run_stage(stage: Stage, settings: Settings, instance: dg.DagsterInstance, re
     )
 
 
+def _alongside(settings: Settings) -> Alongside | None:
+    """Notifications sent by a second process while more than one workflow batch waits (a
+    round's notifications then overlap the next round's workflow); else none."""
+    with get_engine(settings.database_url).connect() as conn:
+        if reservation.pending(conn, cap=settings.batch_size + 1) <= settings.batch_size:
+            return None
+    return Alongside(NOTIFICATIONS)
+
+
 @click.command()
 @click.option("--max-wait", default=120.0, show_default=True, type=float,
               help="Wait at most this many seconds for work that is due later (delayed callbacks); beyond it, stop.")
 @click.option("--quiet", is_flag=True, help="Only the final summary.")
 @click.option("--no-analytics", is_flag=True, help="Leave the KPI days and the leaderboard as they are.")
-def process(max_wait: float, quiet: bool, no_analytics: bool = False) -> None:
+@click.option("--one-process", is_flag=True,
+              help="Send the notifications in this process too, after each round (by default a second process "
+                   "sends them alongside the workflow while more than one batch of orders waits).")
+def process(max_wait: float, quiet: bool, no_analytics: bool = False, one_process: bool = False) -> None:
     """Run every pending stage in-process until nothing is left (the sensors' work, now)."""
     settings = runtime.load_settings(need_redis=not no_analytics)
     instance, resources = runtime.instance(), runtime.resources(settings)
     started, runs, round_no = time.perf_counter(), 0, 0
     finished: list[tuple[str, str]] = []  # (job name, run id) of the successful runs
-    while True:
-        round_no += 1
-        ran = False
-        for stage in STAGES:
-            if not stage.has_pending_work(settings):
-                continue
-            t0 = time.perf_counter()
-            result = run_stage(stage, settings, instance, resources)
-            runs, ran = runs + 1, True
-            if not result.success:
-                raise click.ClickException(f"{stage.name} run {result.run_id} failed; see the run's logs")
-            finished.append((result.job_def.name, result.run_id))
-            if not quiet:
-                click.echo(f"[{round_no:>3}] {stage.name:<12} run {result.run_id[:8]}  {_summary(result)}"
-                           f"  ({time.perf_counter() - t0:.2f} s)")
-        if ran:
-            continue
-        due = [d for d in (s.next_due(settings) for s in STAGES if s.next_due) if d is not None]
-        if not due:
-            break
-        wait = (min(due) - utcnow()).total_seconds()
-        if wait > max_wait:
-            click.echo(f"stopping: the next work is due at {min(due):%Y-%m-%d %H:%M:%S} UTC, "
-                       f"beyond --max-wait {max_wait:g} s; run `ordersys process` again later")
-            break
+    alongside = None if one_process else _alongside(settings)
+    stages = [stage for stage in STAGES if alongside is None or stage.name != alongside.stage_name]
+
+    def reported(run: Finished) -> None:
+        nonlocal runs
+        runs += 1
+        if run.success:
+            finished.append((run.job_name, run.run_id))
         if not quiet:
-            click.echo(f"waiting {max(wait, 0):.1f} s for work due later (delayed payment callbacks)")
-        time.sleep(min(max(wait, 0.05), max_wait) + 0.05)
+            click.echo(run.line)
+
+    def check_alongside() -> None:
+        if alongside is None:
+            return
+        for run in alongside.collect():
+            reported(run)
+        if failure := alongside.failure():
+            raise click.ClickException(failure)
+
+    def run_one(stage: Stage, label: str) -> None:
+        nonlocal runs
+        t0 = time.perf_counter()
+        result = run_stage(stage, settings, instance, resources)
+        runs += 1
+        if not result.success:
+            raise click.ClickException(f"{stage.name} run {result.run_id} failed; see the run's logs")
+        finished.append((result.job_def.name, result.run_id))
+        if not quiet:
+            click.echo(f"[{label}] {stage.name:<12} run {result.run_id[:8]}  {summary(result)}"
+                       f"  ({time.perf_counter() - t0:.2f} s)")
+        check_alongside()
+
+    try:
+        while True:
+            round_no += 1
+            ran = False
+            for stage in stages:
+                if stage.has_pending_work(settings):
+                    run_one(stage, f"{round_no:>3}")
+                    ran = True
+            if ran:
+                continue
+            due = [d for d in (s.next_due(settings) for s in stages if s.next_due) if d is not None]
+            if not due:
+                break
+            wait = (min(due) - utcnow()).total_seconds()
+            if wait > max_wait:
+                click.echo(f"stopping: the next work is due at {min(due):%Y-%m-%d %H:%M:%S} UTC, "
+                           f"beyond --max-wait {max_wait:g} s; run `ordersys process` again later")
+                break
+            if not quiet:
+                click.echo(f"waiting {max(wait, 0):.1f} s for work due later (delayed payment callbacks)")
+            (alongside.sleep if alongside else time.sleep)(min(max(wait, 0.05), max_wait) + 0.05)
+            check_alongside()
+        if alongside is not None:  # this process's stages are done: both send what is left
+            for stage in STAGES:
+                while stage.name == alongside.stage_name and stage.has_pending_work(settings):
+                    run_one(stage, "end")
+    finally:
+        if alongside is not None:  # it sends what is left, then ends
+            alongside.finish(reported)
+    check_alongside()
     if finished and not no_analytics:
         spans = touched_spans(settings, finished) or [(None, None)]
         if not quiet:

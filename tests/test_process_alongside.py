@@ -1,0 +1,176 @@
+"""`ordersys process` with more than one workflow batch waiting: the notifications are sent by
+a second process alongside the workflow, each exactly once, and that process never outlives
+the command or hides a failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select, update
+from workflow_helpers import add_order, add_products, status_counts
+
+from ordersys_pipelines.cli import main
+from ordersys_pipelines.db.engine import get_engine, utcnow
+from ordersys_pipelines.db.schema import notifications, orders
+
+ORDERS = 10
+RUN_LINE = re.compile(r"^\[(?:\s*\d+|\+\s*\d+|end)\] (\w+)\s+run [0-9a-f]{8} ")
+LAUNCH = "import sys; from ordersys_pipelines.cli import main; sys.argv[0] = 'ordersys'; main()"
+
+
+@pytest.fixture
+def backlog(settings, monkeypatch):
+    """Ten one-line orders in batches of four: three workflow rounds."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("ORDERSYS_BATCH_SIZE", "4")
+    monkeypatch.setenv("ORDERSYS_GATEWAY_CALLBACK_DELAY", "0")
+    monkeypatch.setenv("ORDERSYS_GATEWAY_APPROVAL_RATE", "1")
+    engine = get_engine(settings.database_url)
+    with engine.begin() as conn:
+        add_products(conn, {"A": 100})
+        for i in range(ORDERS):
+            add_order(conn, f"P-{i}", [("A", 1)])
+    return engine
+
+
+def _process(*args: str):
+    return CliRunner().invoke(main, ["process", "--no-analytics", *args], catch_exceptions=False)
+
+
+def _run_lines(output: str) -> list[tuple[str, str]]:
+    """(label, stage) of each run line the command printed."""
+    return [(line.split("]")[0] + "]", match.group(1)) for line in output.splitlines()
+            if (match := RUN_LINE.match(line))]
+
+
+def _sent_once(engine, log_file: str) -> None:
+    """Every notification sent, on its first attempt, and written to the log exactly once."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(notifications.c.id, notifications.c.status, notifications.c.attempts)).all()
+    assert len(rows) == 2 * ORDERS  # order_confirmed and payment_succeeded per order
+    assert {(status, attempts) for _, status, attempts in rows} == {("sent", 1)}
+    logged = [json.loads(line)["notification_id"] for line in Path(log_file).read_text(encoding="utf-8").splitlines()]
+    assert sorted(logged) == sorted(row_id for row_id, _, _ in rows)
+
+
+def test_notifications_are_sent_alongside_the_workflow_each_once(backlog, settings):
+    result = _process()
+    assert result.exit_code == 0, result.output
+    lines = _run_lines(result.output)
+    stages = [stage for _, stage in lines]
+    assert stages.count("workflow") == 3
+    # Every notification run came from the second process ([+n]) or, once the workflow was
+    # done, from this one ([end]; on a backlog this small it may take them all): none in a round.
+    assert all(label.startswith(("[+", "[end")) for label, stage in lines if stage == "notifications"), lines
+    assert f"done: {len(lines)} run(s)" in result.output
+    with backlog.connect() as conn:
+        assert status_counts(conn) == {"finalized": ORDERS}
+    _sent_once(backlog, settings.notify_log_file)
+    assert "done: 0 run(s)" in _process().output  # nothing left, and no process started for it
+
+
+def test_one_process_sends_after_each_round_as_before(backlog, settings):
+    result = _process("--one-process")
+    assert result.exit_code == 0, result.output
+    labels = [label for label, stage in _run_lines(result.output) if stage == "notifications"]
+    assert labels and not any(label.startswith(("[+", "[end")) for label in labels)
+    _sent_once(backlog, settings.notify_log_file)
+
+
+def _children(pid: int) -> dict[int, str]:
+    """pid → command line of the processes whose parent is `pid`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def _sent(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(notifications)
+                            .where(notifications.c.status == "sent")).scalar()
+
+
+@pytest.fixture
+def waiting_command(backlog):
+    """`ordersys process` as its own process, waiting for an order another run holds for ten
+    minutes, once its notifications process has sent everything else: (command, that child)."""
+    with backlog.begin() as conn:
+        order_id = add_order(conn, "P-held", [("A", 1)])
+        conn.execute(update(orders).where(orders.c.id == order_id)
+                     .values(claimed_by="a-run-that-died", claim_expires_at=utcnow() + timedelta(minutes=10)))
+    command = subprocess.Popen([sys.executable, "-c", LAUNCH, "process", "--no-analytics", "--max-wait", "900"],
+                               env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        child = None
+        for _ in range(600):  # the spawned interpreter takes a few seconds to appear
+            child = next((pid for pid, cmd in _children(command.pid).items() if "spawn_main" in cmd), None)
+            if child or command.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert child, command.communicate()[0] if command.poll() is not None else "no notifications process"
+        for _ in range(600):
+            if _sent(backlog) == 2 * ORDERS or command.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert _sent(backlog) == 2 * ORDERS and command.poll() is None
+        yield command, child
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.communicate()
+
+
+def _wait_until(condition, seconds: float = 60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_second_process_ends_when_the_command_is_killed(waiting_command):
+    """kill -9 of the command: its notifications process sees it is orphaned and ends instead
+    of polling forever."""
+    command, child = waiting_command
+    command.send_signal(signal.SIGKILL)
+    command.wait()
+    assert _wait_until(lambda: _gone(child))
+
+
+@pytest.mark.parametrize("db_url", ["pg"], indirect=True)
+def test_a_killed_second_process_fails_the_command_at_once(waiting_command):
+    """kill -9 of the notifications process (the OOM killer, an operator): the command stops
+    waiting and fails, naming it, instead of going on without anyone sending."""
+    command, child = waiting_command
+    os.kill(child, signal.SIGKILL)
+    assert _wait_until(lambda: command.poll() is not None)
+    output = command.communicate()[0]
+    assert command.returncode != 0
+    assert "the notifications process ended with exit code -9" in output, output
