@@ -63,15 +63,24 @@ def _sent_once(engine, log_file: str) -> None:
     assert sorted(logged) == sorted(row_id for row_id, _, _ in rows)
 
 
+def _notification_labels(output: str) -> list[str]:
+    return [label for label, stage in _run_lines(output) if stage == "notifications"]
+
+
+def _alongside(labels: list[str]) -> bool:
+    """Every notification run came from the second process ([+n]) or, once the workflow was
+    done, from this one ([end]; on a backlog this small it may take them all): none in a round."""
+    return bool(labels) and all(label.startswith(("[+", "[end")) for label in labels)
+
+
 def test_notifications_are_sent_alongside_the_workflow_each_once(backlog, settings):
     result = _process()
     assert result.exit_code == 0, result.output
     lines = _run_lines(result.output)
-    stages = [stage for _, stage in lines]
-    assert stages.count("workflow") == 3
-    # Every notification run came from the second process ([+n]) or, once the workflow was
-    # done, from this one ([end]; on a backlog this small it may take them all): none in a round.
-    assert all(label.startswith(("[+", "[end")) for label, stage in lines if stage == "notifications"), lines
+    assert [stage for _, stage in lines].count("workflow") == 3
+    labels = _notification_labels(result.output)
+    # SQLite writes one transaction at a time: there is nothing to overlap, the rounds stay.
+    assert _alongside(labels) == (backlog.dialect.name != "sqlite"), labels
     assert f"done: {len(lines)} run(s)" in result.output
     with backlog.connect() as conn:
         assert status_counts(conn) == {"finalized": ORDERS}
@@ -82,7 +91,7 @@ def test_notifications_are_sent_alongside_the_workflow_each_once(backlog, settin
 def test_one_process_sends_after_each_round_as_before(backlog, settings):
     result = _process("--one-process")
     assert result.exit_code == 0, result.output
-    labels = [label for label, stage in _run_lines(result.output) if stage == "notifications"]
+    labels = _notification_labels(result.output)
     assert labels and not any(label.startswith(("[+", "[end")) for label in labels)
     _sent_once(backlog, settings.notify_log_file)
 
@@ -154,7 +163,7 @@ def _wait_until(condition, seconds: float = 60.0) -> bool:
     return condition()
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("db_url", ["mariadb"], indirect=True)
 def test_the_second_process_ends_when_the_command_is_killed(waiting_command):
     """kill -9 of the command: its notifications process sees it is orphaned and ends instead
     of polling forever."""

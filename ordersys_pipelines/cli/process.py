@@ -172,8 +172,12 @@ def run_stage(stage: Stage, settings: Settings, instance: dg.DagsterInstance, re
 
 def _alongside(settings: Settings) -> Alongside | None:
     """Notifications sent by a second process while more than one workflow batch waits (a
-    round's notifications then overlap the next round's workflow); else none."""
-    with get_engine(settings.database_url).connect() as conn:
+    round's notifications then overlap the next round's workflow); else none. Not on SQLite:
+    its one writer at a time leaves nothing to overlap (measured 0.89-1.11x of one process)."""
+    engine = get_engine(settings.database_url)
+    if engine.dialect.name == "sqlite":
+        return None
+    with engine.connect() as conn:
         if reservation.pending(conn, cap=settings.batch_size + 1) <= settings.batch_size:
             return None
     return Alongside(NOTIFICATIONS)
