@@ -20,18 +20,22 @@ from sqlalchemy import func, select, update
 from workflow_helpers import add_order, add_products, status_counts
 
 from ordersys_pipelines.cli import main
+from ordersys_pipelines.cli import process as process_cli
 from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import notifications, orders
 
 ORDERS = 10
 RUN_LINE = re.compile(r"^\[(?:\s*\d+|\+\s*\d+|end)\] (\w+)\s+run [0-9a-f]{8} ")
-LAUNCH = "import sys; from ordersys_pipelines.cli import main; sys.argv[0] = 'ordersys'; main()"
+# The tests' backlogs are small: the second process is started for them too.
+LAUNCH = ("import sys; from ordersys_pipelines.cli import main, process; process.ALONGSIDE_MIN_ORDERS = 0; "
+          "sys.argv[0] = 'ordersys'; main()")
 
 
 @pytest.fixture
 def backlog(settings, monkeypatch):
     """Ten one-line orders in batches of four: three workflow rounds."""
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setattr(process_cli, "ALONGSIDE_MIN_ORDERS", 0)
     monkeypatch.setenv("ORDERSYS_BATCH_SIZE", "4")
     monkeypatch.setenv("ORDERSYS_GATEWAY_CALLBACK_DELAY", "0")
     monkeypatch.setenv("ORDERSYS_GATEWAY_APPROVAL_RATE", "1")
@@ -135,7 +139,8 @@ def waiting_command(backlog):
         conn.execute(update(orders).where(orders.c.id == order_id)
                      .values(claimed_by="a-run-that-died", claim_expires_at=utcnow() + timedelta(minutes=10)))
     command = subprocess.Popen([sys.executable, "-c", LAUNCH, "process", "--no-analytics", "--max-wait", "900"],
-                               env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
     try:
         child = None
         for _ in range(600):  # the spawned interpreter takes a few seconds to appear
@@ -183,3 +188,42 @@ def test_a_killed_second_process_fails_the_command_at_once(waiting_command):
     output = command.communicate()[0]
     assert command.returncode != 0
     assert "the notifications process ended with exit code -9" in output, output
+
+
+@pytest.mark.parametrize("db_url", ["pg"], indirect=True)
+def test_ctrl_c_stops_both_processes_without_a_traceback(waiting_command):
+    command, child = waiting_command
+    os.killpg(command.pid, signal.SIGINT)
+    assert _wait_until(lambda: command.poll() is not None)
+    output = command.communicate()[0]
+    assert command.returncode != 0 and "Aborted!" in output
+    assert "Traceback" not in output, output
+    assert _wait_until(lambda: _gone(child))
+
+
+@pytest.mark.parametrize("args", [(), ("--one-process",)], ids=["alongside", "one-process"])
+@pytest.mark.parametrize("db_url", ["pg"], indirect=True)
+def test_a_channel_that_is_down_does_not_keep_the_command_going(backlog, settings, monkeypatch, args):
+    """The webhook refuses every connection: its breaker opens, and while it is paused the
+    notifications due on it are not work to start another run for (a run would take none of
+    them); the command ends, and they stay pending for later."""
+    monkeypatch.setenv("ORDERSYS_NOTIFY_CHANNEL", "webhook")
+    monkeypatch.setenv("ORDERSYS_NOTIFY_WEBHOOK_URL", "http://127.0.0.1:9/hook")  # discard: refused
+
+    def process_runs() -> int:
+        command = subprocess.run([sys.executable, "-c", LAUNCH, "process", "--no-analytics", *args],
+                                 env=dict(os.environ), capture_output=True, text=True, timeout=300)
+        assert command.returncode == 0, command.stdout + command.stderr
+        return int(re.search(r"done: (\d+) run\(s\)", command.stdout).group(1))
+
+    assert process_runs() <= 5  # three workflow rounds and the dispatch run that opened the breaker
+    with backlog.begin() as conn:  # new notifications, due now, on the paused channel
+        for i in range(3):
+            add_order(conn, f"P-late-{i}", [("A", 1)])
+    assert process_runs() == 1  # the workflow's; no dispatch run until the pause ends
+    assert _sent(backlog) == 0
+    with backlog.connect() as conn:
+        assert status_counts(conn) == {"finalized": ORDERS + 3}
+        pending = conn.execute(select(func.count()).select_from(notifications)
+                               .where(notifications.c.status == "pending")).scalar()
+    assert pending == 2 * (ORDERS + 3)

@@ -15,10 +15,13 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import queue
+import sys
 import time
 from dataclasses import dataclass
 
 POLL_SECONDS = 0.2
+# What the parent asks through the shared byte: go on, stop once nothing is due, stop now.
+GO_ON, STOP, ABORT = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -33,27 +36,44 @@ def follow(stage_name: str, stop, reports, parent_pid: int) -> None:
     """The child: run `stage_name` whenever it has work, until told to stop with none left.
     `stop` is a bare shared byte, not an Event: a child killed while waiting on an Event's
     condition would leave the parent's set() waiting for it forever."""
+    try:
+        _follow(stage_name, stop, reports, parent_pid)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
+        reports.cancel_join_thread()
+        sys.exit(130)
+
+
+def _follow(stage_name: str, stop, reports, parent_pid: int) -> None:
     from ordersys_pipelines.cli import process, runtime
 
-    settings = runtime.load_settings(need_redis=False)
+    settings = runtime.load_settings(need_redis=False, upgrade_schema=False)  # the parent migrated
     instance, resources = runtime.instance(), runtime.resources(settings)
-    [stage] = [s for s in process.STAGES if s.name == stage_name]
+    stage = process.stage_named(stage_name)
     count = 0
-    while os.getppid() == parent_pid:
-        stopping = stop.value  # read before the look: work found after it is still done
+    while True:
+        if os.getppid() != parent_pid:  # orphaned: nobody reads the reports, so do not wait on them
+            reports.cancel_join_thread()
+            return
+        asked = stop.value  # read before the look: work found after it is still done
+        if asked == ABORT:
+            return
         if not stage.has_pending_work(settings):
-            if stopping:
+            if asked == STOP:
                 return
             time.sleep(POLL_SECONDS)
             continue
         started = time.perf_counter()
         result = process.run_stage(stage, settings, instance, resources)
         count += 1
-        line = (f"[+{count:>2}] {stage.name:<12} run {result.run_id[:8]}  {process.summary(result)}"
-                f"  ({time.perf_counter() - started:.2f} s)")
+        outcome = process.summary(result) if result.success else "FAILED"
+        line = f"[+{count:>2}] {stage.name:<12} run {result.run_id[:8]}  {outcome}  ({time.perf_counter() - started:.2f} s)"
         reports.put(Finished(result.job_def.name, result.run_id, line, result.success))
         if not result.success:
             return
+        if not stage.took_work(result):  # what looked due is held by the other dispatcher
+            if asked == STOP:
+                return
+            time.sleep(POLL_SECONDS)
 
 
 class Alongside:
@@ -62,7 +82,7 @@ class Alongside:
     def __init__(self, stage_name: str) -> None:
         self.stage_name = stage_name
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited locks
-        self._stop = context.RawValue("b", 0)
+        self._stop = context.RawValue("b", GO_ON)
         self._reports = context.Queue()
         self._child = context.Process(target=follow, name=f"ordersys-{stage_name}",
                                       args=(stage_name, self._stop, self._reports, os.getpid()), daemon=True)
@@ -94,10 +114,11 @@ class Alongside:
         """Sleep, but wake as soon as the child ends (it reported a failed run, or died)."""
         multiprocessing.connection.wait([self._child.sentinel], timeout=seconds)
 
-    def finish(self, on_report) -> None:
-        """Tell the child to stop once nothing is due, passing each run it reports to
-        `on_report` while it works on (reading the queue keeps the child from blocking on it)."""
-        self._stop.value = 1
+    def finish(self, on_report, abort: bool = False) -> None:
+        """Tell the child to stop once nothing is due (with `abort`: after its current run),
+        passing each run it reports to `on_report` while it works on (reading the queue keeps
+        the child from blocking on it)."""
+        self._stop.value = ABORT if abort else STOP
         while self._child.is_alive():
             for report in self.collect(wait=POLL_SECONDS):
                 on_report(report)

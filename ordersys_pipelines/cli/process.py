@@ -27,6 +27,7 @@ from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import orders
 from ordersys_pipelines.domain import claims
 from ordersys_pipelines.domain.analytics.freshness import touched_days
+from ordersys_pipelines.domain.notifications.config import NotifierConfig
 from ordersys_pipelines.domain.notifications.dispatch import due_summary
 from ordersys_pipelines.domain.orders import reservation
 from ordersys_pipelines.domain.orders.states import CREATED, RESERVED
@@ -52,9 +53,14 @@ class Stage:
     next_due: Callable[[Settings], datetime | None] | None = None
     # The job for these settings, when it is not always `job` (the workflow settles or not).
     job_for: Callable[[Settings], dg.JobDefinition] | None = None
+    # Did a run take anything? None: every run that found pending work does.
+    took: Callable[[dg.ExecuteInProcessResult], bool] | None = None
 
     def job_of(self, settings: Settings) -> dg.JobDefinition:
         return self.job_for(settings) if self.job_for else self.job
+
+    def took_work(self, result: dg.ExecuteInProcessResult) -> bool:
+        return self.took(result) if self.took else True
 
 
 def _batch_config(ops: list[str]) -> Callable[[Settings], dict]:
@@ -97,8 +103,15 @@ def _refunds_next_due(settings: Settings) -> datetime | None:
 
 
 def _notifications_pending(settings: Settings) -> bool:
+    """Due notifications a dispatch would take: not those of a channel whose breaker is open
+    and not yet due for a probe (a run hands them back untried, and another round would too)."""
     with get_engine(settings.database_url).connect() as conn:
-        return due_summary(conn)[0] > 0
+        return due_summary(conn, config=NotifierConfig.from_settings(settings))[0] > 0
+
+
+def _dispatch_took(result: dg.ExecuteInProcessResult) -> bool:
+    """Rows that looked due may be locked by another dispatcher, which takes them."""
+    return bool(step_output_metadata(result, "dispatch_notifications").get("claimed"))
 
 
 def _workflow_job(settings: Settings) -> dg.JobDefinition:
@@ -120,8 +133,13 @@ STAGES: list[Stage] = [
           _batch_config(["apply_callbacks", "expire_overdue_payments"]), _settlement_next_due),
     Stage("refunds", refund_processing, _refunds_pending, next_due=_refunds_next_due),
     # Notifications are sent last in a round, after the stages that write them.
-    Stage(NOTIFICATIONS, notification_dispatch, _notifications_pending),
+    Stage(NOTIFICATIONS, notification_dispatch, _notifications_pending, took=_dispatch_took),
 ]
+
+
+def stage_named(name: str) -> Stage:
+    [stage] = [stage for stage in STAGES if stage.name == name]
+    return stage
 
 
 def summary(result: dg.ExecuteInProcessResult) -> str:
@@ -170,6 +188,11 @@ def run_stage(stage: Stage, settings: Settings, instance: dg.DagsterInstance, re
     )
 
 
+# Below this many waiting orders the whole backlog takes about as long as the second
+# process's start (1.6 s of CPU: Python, Dagster, the code), so the rounds stay in one.
+ALONGSIDE_MIN_ORDERS = 1_000
+
+
 def _alongside(settings: Settings) -> Alongside | None:
     """Notifications sent by a second process while more than one workflow batch waits (a
     round's notifications then overlap the next round's workflow); else none. Not on SQLite:
@@ -178,9 +201,79 @@ def _alongside(settings: Settings) -> Alongside | None:
     if engine.dialect.name == "sqlite":
         return None
     with engine.connect() as conn:
-        if reservation.pending(conn, cap=settings.batch_size + 1) <= settings.batch_size:
-            return None
+        waiting = reservation.pending(conn, cap=max(settings.batch_size + 1, ALONGSIDE_MIN_ORDERS))
+    if waiting <= settings.batch_size or waiting < ALONGSIDE_MIN_ORDERS:
+        return None
     return Alongside(NOTIFICATIONS)
+
+
+class _Rounds:
+    """The runs of one `ordersys process`: started here in rounds, or reported by the second
+    process; each is counted and printed (unless quiet)."""
+
+    def __init__(self, settings: Settings, instance: dg.DagsterInstance, resources: dict, *, quiet: bool,
+                 alongside: Alongside | None) -> None:
+        self.settings, self.instance, self.resources, self.quiet = settings, instance, resources, quiet
+        self.alongside = alongside
+        self.stages = [stage for stage in STAGES if alongside is None or stage.name != alongside.stage_name]
+        self.runs = 0
+        self.finished: list[tuple[str, str]] = []  # (job name, run id) of the successful runs
+
+    def reported(self, run: Finished) -> None:
+        self.runs += 1
+        if run.success:
+            self.finished.append((run.job_name, run.run_id))
+        if not self.quiet:
+            click.echo(run.line)
+
+    def check_alongside(self) -> None:
+        if self.alongside is None:
+            return
+        for run in self.alongside.collect():
+            self.reported(run)
+        if failure := self.alongside.failure():
+            raise click.ClickException(failure)
+
+    def run(self, stage: Stage, label: str) -> bool:
+        """One run of `stage`; did it take any work?"""
+        started = time.perf_counter()
+        result = run_stage(stage, self.settings, self.instance, self.resources)
+        self.runs += 1
+        if not result.success:
+            raise click.ClickException(f"{stage.name} run {result.run_id} failed; see the run's logs")
+        self.finished.append((result.job_def.name, result.run_id))
+        if not self.quiet:
+            click.echo(f"[{label}] {stage.name:<12} run {result.run_id[:8]}  {summary(result)}"
+                       f"  ({time.perf_counter() - started:.2f} s)")
+        self.check_alongside()
+        return stage.took_work(result)
+
+    def work(self, max_wait: float) -> None:
+        """Rounds of every stage with pending work until none has any (waiting up to
+        `max_wait` for work due later); then, with a second process, send beside it."""
+        round_no = 0
+        while True:
+            round_no += 1
+            took = [self.run(stage, f"{round_no:>3}") for stage in self.stages
+                    if stage.has_pending_work(self.settings)]
+            if any(took):
+                continue
+            due = [d for d in (s.next_due(self.settings) for s in self.stages if s.next_due) if d is not None]
+            if not due:
+                break
+            wait = (min(due) - utcnow()).total_seconds()
+            if wait > max_wait:
+                click.echo(f"stopping: the next work is due at {min(due):%Y-%m-%d %H:%M:%S} UTC, "
+                           f"beyond --max-wait {max_wait:g} s; run `ordersys process` again later")
+                break
+            if not self.quiet:
+                click.echo(f"waiting {max(wait, 0):.1f} s for work due later (delayed payment callbacks)")
+            (self.alongside.sleep if self.alongside else time.sleep)(min(max(wait, 0.05), max_wait) + 0.05)
+            self.check_alongside()
+        if self.alongside is not None:
+            stage = stage_named(self.alongside.stage_name)
+            while stage.has_pending_work(self.settings) and self.run(stage, "end"):
+                pass  # a run that took nothing found the rest held by the second process
 
 
 @click.command()
@@ -195,70 +288,22 @@ def process(max_wait: float, quiet: bool, no_analytics: bool = False, one_proces
     """Run every pending stage in-process until nothing is left (the sensors' work, now)."""
     settings = runtime.load_settings(need_redis=not no_analytics)
     instance, resources = runtime.instance(), runtime.resources(settings)
-    started, runs, round_no = time.perf_counter(), 0, 0
-    finished: list[tuple[str, str]] = []  # (job name, run id) of the successful runs
+    started = time.perf_counter()
     alongside = None if one_process else _alongside(settings)
-    stages = [stage for stage in STAGES if alongside is None or stage.name != alongside.stage_name]
-
-    def reported(run: Finished) -> None:
-        nonlocal runs
-        runs += 1
-        if run.success:
-            finished.append((run.job_name, run.run_id))
-        if not quiet:
-            click.echo(run.line)
-
-    def check_alongside() -> None:
-        if alongside is None:
-            return
-        for run in alongside.collect():
-            reported(run)
-        if failure := alongside.failure():
-            raise click.ClickException(failure)
-
-    def run_one(stage: Stage, label: str) -> None:
-        nonlocal runs
-        t0 = time.perf_counter()
-        result = run_stage(stage, settings, instance, resources)
-        runs += 1
-        if not result.success:
-            raise click.ClickException(f"{stage.name} run {result.run_id} failed; see the run's logs")
-        finished.append((result.job_def.name, result.run_id))
-        if not quiet:
-            click.echo(f"[{label}] {stage.name:<12} run {result.run_id[:8]}  {summary(result)}"
-                       f"  ({time.perf_counter() - t0:.2f} s)")
-        check_alongside()
-
+    rounds = _Rounds(settings, instance, resources, quiet=quiet, alongside=alongside)
     try:
-        while True:
-            round_no += 1
-            ran = False
-            for stage in stages:
-                if stage.has_pending_work(settings):
-                    run_one(stage, f"{round_no:>3}")
-                    ran = True
-            if ran:
-                continue
-            due = [d for d in (s.next_due(settings) for s in stages if s.next_due) if d is not None]
-            if not due:
-                break
-            wait = (min(due) - utcnow()).total_seconds()
-            if wait > max_wait:
-                click.echo(f"stopping: the next work is due at {min(due):%Y-%m-%d %H:%M:%S} UTC, "
-                           f"beyond --max-wait {max_wait:g} s; run `ordersys process` again later")
-                break
-            if not quiet:
-                click.echo(f"waiting {max(wait, 0):.1f} s for work due later (delayed payment callbacks)")
-            (alongside.sleep if alongside else time.sleep)(min(max(wait, 0.05), max_wait) + 0.05)
-            check_alongside()
-        if alongside is not None:  # this process's stages are done: both send what is left
-            for stage in STAGES:
-                while stage.name == alongside.stage_name and stage.has_pending_work(settings):
-                    run_one(stage, "end")
-    finally:
-        if alongside is not None:  # it sends what is left, then ends
-            alongside.finish(reported)
-    check_alongside()
+        rounds.work(max_wait)
+    except BaseException as failed:
+        if alongside is not None:  # it ends after its current run; what it says goes to stderr
+            alongside.finish(rounds.reported, abort=True)
+            also = alongside.failure()
+            if also and also not in str(failed):
+                click.echo(f"also: {also}", err=True)
+        raise
+    if alongside is not None:  # it sends what is left, then ends
+        alongside.finish(rounds.reported)
+    rounds.check_alongside()
+    runs, finished = rounds.runs, rounds.finished
     if finished and not no_analytics:
         spans = touched_spans(settings, finished) or [(None, None)]
         if not quiet:
