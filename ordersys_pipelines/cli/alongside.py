@@ -65,8 +65,7 @@ def _follow(stage_name: str, stop, reports, parent_pid: int) -> None:
         started = time.perf_counter()
         result = process.run_stage(stage, settings, instance, resources)
         count += 1
-        outcome = process.summary(result) if result.success else "FAILED"
-        line = f"[+{count:>2}] {stage.name:<12} run {result.run_id[:8]}  {outcome}  ({time.perf_counter() - started:.2f} s)"
+        line = process.run_line(f"+{count:>2}", stage, result, time.perf_counter() - started)
         reports.put(Finished(result.job_def.name, result.run_id, line, result.success))
         if not result.success:
             return

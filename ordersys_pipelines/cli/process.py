@@ -149,6 +149,12 @@ def summary(result: dg.ExecuteInProcessResult) -> str:
     return ", ".join(part for part in parts if part) or "done"
 
 
+def run_line(label: str, stage: Stage, result: dg.ExecuteInProcessResult, seconds: float) -> str:
+    """The progress line of one run: `[label] stage run id  what it did  (seconds)`."""
+    outcome = summary(result) if result.success else "FAILED"
+    return f"[{label}] {stage.name:<12} run {result.run_id[:8]}  {outcome}  ({seconds:.2f} s)"
+
+
 def touched_spans(settings: Settings, finished: list[tuple[str, str]]) -> list[tuple[date, date]]:
     """The KPI days the finished runs changed (as the `analytics_after_work` sensor finds them
     for one run), as at most two spans clamped to the partitions that exist: the span of the
@@ -243,8 +249,7 @@ class _Rounds:
             raise click.ClickException(f"{stage.name} run {result.run_id} failed; see the run's logs")
         self.finished.append((result.job_def.name, result.run_id))
         if not self.quiet:
-            click.echo(f"[{label}] {stage.name:<12} run {result.run_id[:8]}  {summary(result)}"
-                       f"  ({time.perf_counter() - started:.2f} s)")
+            click.echo(run_line(label, stage, result, time.perf_counter() - started))
         self.check_alongside()
         return stage.took_work(result)
 
