@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from process_support import child_pids
 from sqlalchemy import func, select, update
 from workflow_helpers import add_order, add_products, status_counts
 
@@ -23,6 +24,7 @@ from ordersys_pipelines.cli import main
 from ordersys_pipelines.cli import process as process_cli
 from ordersys_pipelines.db.engine import get_engine, utcnow
 from ordersys_pipelines.db.schema import notifications, orders
+from ordersys_pipelines.run_launcher import process_start_ticks
 
 ORDERS = 10
 RUN_LINE = re.compile(r"^\[(?:\s*\d+|\+\s*\d+|end)\] (\w+)\s+run [0-9a-f]{8} ")
@@ -100,28 +102,19 @@ def test_one_process_sends_after_each_round_as_before(backlog, settings):
     _sent_once(backlog, settings.notify_log_file)
 
 
-def _children(pid: int) -> dict[int, str]:
-    """pid → command line of the processes whose parent is `pid`."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+def _spawned_child(pid: int) -> int | None:
+    """The multiprocessing child (`spawn_main`) of process `pid`, if it has one yet."""
+    for child in child_pids(pid):
         try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found[int(entry.name)] = cmdline
-    return found
+    return None
 
 
 def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
+    return process_start_ticks(pid) is None  # exited, or a zombie
 
 
 def _sent(engine) -> int:
@@ -144,7 +137,7 @@ def waiting_command(backlog):
     try:
         child = None
         for _ in range(600):  # the spawned interpreter takes a few seconds to appear
-            child = next((pid for pid, cmd in _children(command.pid).items() if "spawn_main" in cmd), None)
+            child = _spawned_child(command.pid)
             if child or command.poll() is not None:
                 break
             time.sleep(0.1)

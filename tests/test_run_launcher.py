@@ -26,13 +26,13 @@ from dagster._core.test_utils import instance_for_test, poll_for_finished_run
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import PythonFileTarget
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
+from process_support import child_pids
 from test_production_instance import instance_database  # noqa: F401  (a fixture)
 
 from ordersys_pipelines.run_launcher import (
     WORKER_TAG,
     PrewarmedRunLauncher,
     pid_namespace,
-    proc_stat,
     process_start_ticks,
 )
 
@@ -302,15 +302,6 @@ def test_only_code_servers_dagster_starts_here_have_their_runs_forked():
     assert not _served_here(run_of(GrpcServerCodeLocationOrigin("code.internal", port=4000, location_name="a",
                                                                 additional_metadata=dev_metadata)))
     assert not _served_here(dg.DagsterRun(job_name="quick"))
-
-
-def child_pids(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (fields[1] of /proc/N/stat is the parent pid)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := proc_stat(int(entry.name))) and int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 LAUNCH_AND_LEAVE = """

@@ -34,7 +34,7 @@ from ordersys_pipelines.domain.orders.states import CREATED, RESERVED
 from ordersys_pipelines.domain.payments import settlement
 from ordersys_pipelines.domain.refunds.processing import backlog as refund_backlog
 from ordersys_pipelines.jobs.common import SUMMARY_KEY, step_output_metadata
-from ordersys_pipelines.jobs.notifications import notification_dispatch
+from ordersys_pipelines.jobs.notifications import dispatch_notifications, notification_dispatch
 from ordersys_pipelines.jobs.refunds import refund_processing
 from ordersys_pipelines.jobs.settlement import payment_settlement
 from ordersys_pipelines.jobs.workflow import order_workflow, order_workflow_settling
@@ -111,7 +111,7 @@ def _notifications_pending(settings: Settings) -> bool:
 
 def _dispatch_took(result: dg.ExecuteInProcessResult) -> bool:
     """Rows that looked due may be locked by another dispatcher, which takes them."""
-    return bool(step_output_metadata(result, "dispatch_notifications").get("claimed"))
+    return bool(step_output_metadata(result, dispatch_notifications.name).get("claimed"))
 
 
 def _workflow_job(settings: Settings) -> dg.JobDefinition:

@@ -13,6 +13,7 @@ import dagster as dg
 
 from ordersys_pipelines.db.engine import reading
 from ordersys_pipelines.domain import watermarks
+from ordersys_pipelines.jobs.workflow import initiate_payments, reserve_stock
 from ordersys_pipelines.resources import DatabaseResource, WorkflowSettingsResource
 from ordersys_pipelines.sensors.backlog import (
     batch_run_config,
@@ -33,7 +34,7 @@ def run_tags(stage: str, batch_size: int) -> dict[str, str]:
 # The ops whose work the workflow's waiting count covers. A settling workflow's apply_callbacks
 # keeps the configured batch: the callbacks are not in that count, and a share of it would
 # leave due callbacks for a payment_settlement run.
-WORKFLOW_COUNTED_OPS = frozenset({"reserve_stock", "initiate_payments"})
+WORKFLOW_COUNTED_OPS = frozenset({reserve_stock.name, initiate_payments.name})
 
 
 def _requests(context: dg.SensorEvaluationContext, job: dg.JobDefinition, stage: str, waiting: watermarks.Waiting,
