@@ -1,12 +1,14 @@
 """Row sets: a batch of Python rows used as a table, on every backend."""
 
+import json
 from datetime import datetime
 
 import pytest
-from sqlalchemy import BigInteger, DateTime, Text, select
+from sqlalchemy import BigInteger, Column, DateTime, MetaData, Table, Text, select, text
 
 from ordersys_pipelines.db.engine import get_engine
-from ordersys_pipelines.db.rowsets import rowset
+from ordersys_pipelines.db.rowsets import DENSE_MAX_SPREAD, DENSE_MIN_IDS, in_ids, rowset
+from ordersys_pipelines.db.schema import order_lines
 from ordersys_pipelines.domain.isolation import is_data_error
 
 ROWS = [(1, "plain"), (2, "ünïcödé ✓"), (3, None), (4, "x" * 100_000), (5, "quote ' and \" and ?")]
@@ -51,3 +53,65 @@ def test_a_value_no_row_set_can_carry_is_a_data_error(conn, value):
         rows = rowset(conn, [(1, value)], [("id", BigInteger()), ("value", Text())], "hostile")
         conn.execute(select(rows.c.value)).all()
     assert is_data_error(caught.value), repr(caught.value)
+
+
+# --- in_ids --------------------------------------------------------------------------------------
+
+ID_SETS = {
+    "dense": list(range(1_000, 1_000 + DENSE_MIN_IDS)),
+    "dense with gaps": [i for i in range(1_000, 1_000 + 3 * DENSE_MIN_IDS) if i % 3],
+    "dense with duplicates, unsorted": list(range(2_000 + DENSE_MIN_IDS, 2_000, -1)) * 2,
+    "just too sparse": list(range(0, (DENSE_MAX_SPREAD + 1) * DENSE_MIN_IDS, DENSE_MAX_SPREAD + 1)),
+    "few": [5, 999_999, -3],
+    "around zero and the bigint ends": [-(2**63), -1, 0, 1, 2**63 - 1],
+}
+
+
+@pytest.mark.parametrize("ids", ID_SETS.values(), ids=ID_SETS.keys())
+def test_in_ids_matches_exactly_the_ids_asked_for(conn, ids):
+    """Dense or not, no id inside a dense set's range that was not asked for comes back."""
+    probe = Table("in_ids_probe", MetaData(), Column("id", BigInteger, primary_key=True, autoincrement=False),
+                  prefixes=["TEMPORARY"])
+    probe.create(conn)
+    try:
+        stored = sorted(set(range(-5, 4_000)) | {-(2**63), 2**63 - 1, 999_999})
+        conn.execute(probe.insert(), [{"id": i} for i in stored])
+        found = conn.execute(select(probe.c.id).where(in_ids(conn, probe.c.id, ids))).scalars().all()
+        assert sorted(found) == sorted(set(ids) & set(stored))
+    finally:
+        probe.drop(conn)
+
+
+def test_in_ids_of_no_ids_matches_nothing(conn):
+    assert conn.execute(select(order_lines.c.id).where(in_ids(conn, order_lines.c.id, []))).all() == []
+
+
+def _plan(conn, statement) -> str:
+    compiled = statement.compile(dialect=conn.dialect)
+    return json.dumps(conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params).scalar())
+
+
+def test_a_dense_batch_is_read_through_the_index_by_its_range(pg_url):
+    """10,000 consecutive orders' lines: the ids' range is the index condition (which the planner
+    costs as one range, not as 10,000 descents), `= ANY` the filter within it."""
+    engine = get_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE dense_lines (id bigserial PRIMARY KEY, order_id bigint NOT NULL, "
+                          "line_no int NOT NULL, quantity bigint NOT NULL) WITH (autovacuum_enabled = off)"))
+        conn.execute(text("INSERT INTO dense_lines (order_id, line_no, quantity) "
+                          "SELECT o, line, 1 FROM generate_series(1, 100000) o, generate_series(1, 3) line"))
+        conn.execute(text("CREATE UNIQUE INDEX ix_dense_lines_order ON dense_lines (order_id, line_no)"))
+        conn.execute(text("ANALYZE dense_lines"))
+    try:
+        lines = Table("dense_lines", MetaData(), Column("id", BigInteger), Column("order_id", BigInteger))
+        ids = [i for i in range(50_001, 62_001) if i % 6]  # 10,000 ids, a few gaps
+        with engine.connect() as conn:
+            dense = select(lines.c.id).where(in_ids(conn, lines.c.order_id, ids))
+            plan = _plan(conn, dense)
+            assert "Seq Scan" not in plan and "ix_dense_lines_order" in plan
+            assert "(order_id >= '50001'::bigint) AND (order_id <= '62000'::bigint)" in plan
+            assert len(conn.execute(dense).all()) == 30_000
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE dense_lines"))
+        engine.dispose()

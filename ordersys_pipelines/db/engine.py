@@ -32,7 +32,13 @@ def get_engine(url: str) -> Engine:
     # zone; pin it to UTC so they agree with utcnow() whatever the server's default zone is.
     options: dict = {}
     if parsed.get_backend_name() == "postgresql":
-        options["connect_args"] = {"options": "-c timezone=UTC"}
+        # No server-side prepared statements: psycopg prepares a statement run five times, and
+        # PostgreSQL may then plan it once for any parameters, knowing neither the size of a
+        # batch's id array nor its values (`= ANY` is then not hashed: 0.3-0.6 s instead of 7 ms
+        # for 10,000 orders' lines). Unprepared, each is planned for its values; the statements
+        # that matter run once per batch, where planning is a millisecond. (Not plan_cache_mode:
+        # that would replan the foreign keys' checks, which run per row.)
+        options["connect_args"] = {"options": "-c timezone=UTC", "prepare_threshold": None}
     elif parsed.get_backend_name() in ("mysql", "mariadb"):
         options["connect_args"] = {
             "init_command": "SET time_zone = '+00:00'",

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Subquery,
     Table,
     Text,
+    and_,
     any_,
     bindparam,
     cast,
@@ -122,9 +123,32 @@ def in_ids(conn: Connection, column_: ColumnElement, ids: Iterable[int], name: s
         # Untyped, the parameter takes the type of the CAST and arrives as a constant array (a
         # text parameter would be cast per row, and `= ANY` could not be hashed in a scan).
         literal = "{" + ",".join(map(str, ids)) + "}"
-        return column_ == any_(cast(bindparam(name, literal, type_=NullType()), ARRAY(BigInteger)))
+        array = cast(bindparam(name, literal, type_=NullType()), ARRAY(BigInteger))
+        if _dense(ids):
+            return _in_dense_range(column_, array, min(ids), max(ids), name)
+        return column_ == any_(array)
     if conn.dialect.name in ("mysql", "mariadb"):
         # PyMySQL interpolates parameters client-side: a plain IN list has no parameter cap and
         # lets the optimizer use the index as ranges, also in UPDATE/DELETE of the same table.
         return column_.in_(ids)
     return column_.in_(select(rowset(conn, ((i,) for i in ids), [("id", BigInteger())], name).c.id))
+
+
+# A batch's ids are mostly consecutive (rows written together, claimed oldest first). For many
+# ids PostgreSQL 15 costs `= ANY` as one index descent per id and picks a (parallel) scan of the
+# whole table instead: 57 ms and three processes for 10,000 orders' lines out of 1,000,000,
+# against 7 ms in one for the range of their ids read through the index.
+DENSE_MIN_IDS = 100
+DENSE_MAX_SPREAD = 4  # the range may hold up to 4× as many ids as asked for
+
+
+def _dense(ids: Sequence[int]) -> bool:
+    return len(ids) >= DENSE_MIN_IDS and max(ids) - min(ids) + 1 <= DENSE_MAX_SPREAD * len(ids)
+
+
+def _in_dense_range(column_: ColumnElement, array, low: int, high: int, name: str) -> ColumnElement[bool]:
+    """The ids' range as the index condition, and `= ANY` (hashed) as the filter within it: the
+    `+ 0` keeps the planner from making `= ANY` an index condition, which it would cost per id."""
+    bounds = column_.between(bindparam(f"{name}_low", low, type_=BigInteger()),
+                             bindparam(f"{name}_high", high, type_=BigInteger()))
+    return and_(bounds, (column_ + 0) == any_(array))
