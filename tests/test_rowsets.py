@@ -115,3 +115,15 @@ def test_a_dense_batch_is_read_through_the_index_by_its_range(pg_url):
         with engine.begin() as conn:
             conn.execute(text("DROP TABLE dense_lines"))
         engine.dispose()
+
+
+def test_postgresql_sessions_plan_every_statement_for_its_values_without_jit(pg_url):
+    """A batch statement run again and again is never prepared on the server (a generic plan
+    would know nothing of the ids' array), and no statement is compiled by JIT."""
+    engine = get_engine(pg_url)
+    with engine.connect() as conn:
+        for start in range(0, 10_000, 1_000):
+            conn.execute(select(order_lines.c.id).where(
+                in_ids(conn, order_lines.c.order_id, range(start, start + 1_000)))).all()
+        assert conn.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar_one() == 0
+        assert conn.execute(text("SHOW jit")).scalar_one() == "off"
