@@ -64,6 +64,8 @@ ID_SETS = {
     "just too sparse": list(range(0, (DENSE_MAX_SPREAD + 1) * DENSE_MIN_IDS, DENSE_MAX_SPREAD + 1)),
     "few": [5, 999_999, -3],
     "around zero and the bigint ends": [-(2**63), -1, 0, 1, 2**63 - 1],
+    "dense at the top of bigint": list(range(2**63 - DENSE_MIN_IDS, 2**63)),
+    "dense at the bottom of bigint": list(range(-(2**63), -(2**63) + DENSE_MIN_IDS)),
 }
 
 
@@ -74,7 +76,8 @@ def test_in_ids_matches_exactly_the_ids_asked_for(conn, ids):
                   prefixes=["TEMPORARY"])
     probe.create(conn)
     try:
-        stored = sorted(set(range(-5, 4_000)) | {-(2**63), 2**63 - 1, 999_999})
+        ends = set(range(2**63 - 2 * DENSE_MIN_IDS, 2**63)) | set(range(-(2**63), -(2**63) + 2 * DENSE_MIN_IDS))
+        stored = sorted(set(range(-5, 4_000)) | ends | {999_999})
         conn.execute(probe.insert(), [{"id": i} for i in stored])
         found = conn.execute(select(probe.c.id).where(in_ids(conn, probe.c.id, ids))).scalars().all()
         assert sorted(found) == sorted(set(ids) & set(stored))
