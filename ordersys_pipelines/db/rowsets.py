@@ -124,8 +124,9 @@ def in_ids(conn: Connection, column_: ColumnElement, ids: Iterable[int], name: s
         # text parameter would be cast per row, and `= ANY` could not be hashed in a scan).
         literal = "{" + ",".join(map(str, ids)) + "}"
         array = cast(bindparam(name, literal, type_=NullType()), ARRAY(BigInteger))
-        if _dense(ids):
-            return _in_dense_range(column_, array, min(ids), max(ids), name)
+        low, high = (min(ids), max(ids)) if ids else (0, 0)
+        if len(ids) >= DENSE_MIN_IDS and high - low + 1 <= DENSE_MAX_SPREAD * len(ids):
+            return _in_dense_range(column_, array, low, high, name)
         return column_ == any_(array)
     if conn.dialect.name in ("mysql", "mariadb"):
         # PyMySQL interpolates parameters client-side: a plain IN list has no parameter cap and
@@ -140,10 +141,6 @@ def in_ids(conn: Connection, column_: ColumnElement, ids: Iterable[int], name: s
 # against 7 ms in one for the range of their ids read through the index.
 DENSE_MIN_IDS = 100
 DENSE_MAX_SPREAD = 4  # the range may hold up to 4× as many ids as asked for
-
-
-def _dense(ids: Sequence[int]) -> bool:
-    return len(ids) >= DENSE_MIN_IDS and max(ids) - min(ids) + 1 <= DENSE_MAX_SPREAD * len(ids)
 
 
 def _in_dense_range(column_: ColumnElement, array, low: int, high: int, name: str) -> ColumnElement[bool]:
