@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from sqlalchemy import select
-from workflow_helpers import add_order, add_products
+from sqlalchemy import select, text, update
+from workflow_helpers import add_one_unit_orders, add_order, add_products
 
+from ordersys_pipelines.db.engine import get_engine
 from ordersys_pipelines.db.schema import notifications, order_events, orders
 from ordersys_pipelines.domain.orders.states import IllegalTransition, transition
 
@@ -93,3 +94,38 @@ def test_an_unknown_notification_type_is_refused_before_anything_changes(engine)
         with pytest.raises(ValueError, match="unknown order notification type 'order_teleported'"):
             transition(conn, [a], "failed", "x", "run-1", notify=("order_teleported",))
         assert _orders(conn)["O-1"][0] == "created"
+
+
+def test_rows_inside_a_batchs_id_range_but_outside_the_batch_are_neither_waited_for_nor_touched(locking_url):
+    """A batch of 150 orders is moved by its ids' range (db.rowsets.in_ids). Two orders in that
+    range are not in it: one locked by another transaction (an uncommitted change), one left in a
+    state the move does not allow (a poison row written straight into the database). The move
+    neither waits for the first nor refuses because of the second, and leaves both as they are."""
+    engine = get_engine(locking_url)
+    with engine.begin() as conn:
+        add_products(conn, {"A": 1_000})
+        ids = add_one_unit_orders(conn, 152, "A")
+        locked, poisoned = ids[50], ids[100]
+        conn.execute(update(orders).where(orders.c.id == poisoned).values(status="no such state"))
+    batch = [i for i in ids if i not in (locked, poisoned)]
+    with engine.connect() as holder:
+        holder.execute(update(orders).where(orders.c.id == locked).values(status_reason="held"))  # not committed
+        with engine.connect() as conn:
+            # A wait for the held row would fail the move after 3 s instead of hanging the test.
+            wait, seconds = (("lock_timeout", "'3s'") if conn.dialect.name == "postgresql"
+                             else ("innodb_lock_wait_timeout", "3"))
+            conn.execute(text(f"SET SESSION {wait} = {seconds}"))
+            conn.commit()
+            try:
+                with conn.begin():
+                    assert transition(conn, batch, "reserved", None, "run-1", expected_from="created") == len(batch)
+            finally:
+                conn.execute(text(f"SET SESSION {wait} = DEFAULT"))
+                conn.commit()
+        holder.rollback()
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(orders.c.id, orders.c.status)).all())
+        events = conn.execute(select(order_events.c.order_id)).scalars().all()
+    assert {i for i, status in rows.items() if status == "reserved"} == set(batch)
+    assert (rows[locked], rows[poisoned]) == ("created", "no such state")
+    assert sorted(events) == sorted(batch)
