@@ -28,8 +28,9 @@ def test_rows_come_back_as_given(conn):
 
 
 def test_values_the_driver_cannot_take_as_they_are_are_converted_by_their_type(conn):
-    """SQLite's temporary table takes any column type; the JSON row sets take ints, strings, None."""
-    if conn.dialect.name != "sqlite":
+    """SQLite's temporary table and PostgreSQL's arrays take any column type; MariaDB's JSON row
+    set takes ints, strings and None."""
+    if conn.dialect.name in ("mysql", "mariadb"):
         pytest.skip("JSON row sets carry ints, strings and None")
     when = datetime(2024, 3, 1, 12, 30, 15, 123456)
     rows = rowset(conn, [(1, when)], [("id", BigInteger()), ("at", DateTime())], "times")
@@ -53,6 +54,37 @@ def test_a_value_no_row_set_can_carry_is_a_data_error(conn, value):
         rows = rowset(conn, [(1, value)], [("id", BigInteger()), ("value", Text())], "hostile")
         conn.execute(select(rows.c.value)).all()
     assert is_data_error(caught.value), repr(caught.value)
+
+
+def test_the_ends_of_bigint_nulls_and_digits_come_back_as_given(conn):
+    """An int in a text column is its digits, on every backend."""
+    rows = [(2**63 - 1, "top", None), (-(2**63), None, None), (0, 42, None)]
+    found = rowset(conn, rows, [("id", BigInteger()), ("label", Text()), ("empty", Text())], "ends")
+    assert sorted(tuple(r) for r in conn.execute(select(found.c.id, found.c.label, found.c.empty))) == [
+        (-(2**63), None, None), (0, "42", None), (2**63 - 1, "top", None)]
+
+
+@pytest.mark.parametrize("row", [(1, "nul \x00 byte"), ("12", "digits in an int column"), (True, "a bool id")],
+                         ids=["NUL byte", "str in an int column", "bool in an int column"])
+def test_a_value_postgresql_cannot_take_is_a_data_error(pg_url, row):
+    """PostgreSQL's arrays take one type per column and no NUL in text: refused for the values."""
+    engine = get_engine(pg_url)
+    try:
+        with engine.begin() as connection, pytest.raises(Exception) as caught:
+            rows = rowset(connection, [(7, "fine"), row], [("id", BigInteger()), ("label", Text())], "hostile")
+            connection.execute(select(rows.c.label)).all()
+        assert is_data_error(caught.value), repr(caught.value)
+    finally:
+        engine.dispose()
+
+
+def test_a_batch_of_long_texts_arrives_whole(conn):
+    """A batch as dispatch stores it: 1,000 rows of texts with quotes, newlines, JSON and UTF-8."""
+    rows = [(i, f'Subject {i} "quoted"', f"line one\nline 'two' ✓ {i}\n" * 20, '{"body": "a\\nb", "n": %d}' % i)
+            for i in range(1, 1_001)]
+    found = rowset(conn, rows, [("id", BigInteger()), ("subject", Text()), ("body", Text()), ("payload", Text())],
+                   "texts")
+    assert [tuple(r) for r in conn.execute(select(*found.c).order_by(found.c.id))] == rows
 
 
 # --- in_ids --------------------------------------------------------------------------------------

