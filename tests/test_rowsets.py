@@ -64,8 +64,10 @@ def test_the_ends_of_bigint_nulls_and_digits_come_back_as_given(conn):
         (-(2**63), None, None), (0, "42", None), (2**63 - 1, "top", None)]
 
 
-@pytest.mark.parametrize("row", [(1, "nul \x00 byte"), ("12", "digits in an int column"), (True, "a bool id")],
-                         ids=["NUL byte", "str in an int column", "bool in an int column"])
+@pytest.mark.parametrize("row", [(1, "nul \x00 byte"), ("12", "digits in an int column"), (True, "a bool id"),
+                                 (3, {"a": 1}), (4, b"bytes"), (5, 1.5)],
+                         ids=["NUL byte", "str in an int column", "bool in an int column", "dict as text",
+                              "bytes as text", "float as text"])
 def test_a_value_postgresql_cannot_take_is_a_data_error(pg_url, row):
     """PostgreSQL's arrays take one type per column and no NUL in text: refused for the values."""
     engine = get_engine(pg_url)
@@ -78,9 +80,19 @@ def test_a_value_postgresql_cannot_take_is_a_data_error(pg_url, row):
         engine.dispose()
 
 
+def test_a_column_of_bools_is_not_taken_as_integers(pg_url):
+    """PostgreSQL would cast bool[] to bigint[] (true as 1); the row set refuses it first."""
+    engine = get_engine(pg_url)
+    try:
+        with engine.begin() as connection, pytest.raises(TypeError, match="bool True is not an integer"):
+            rowset(connection, [(True, "a"), (False, "b")], [("id", BigInteger()), ("label", Text())], "bools")
+    finally:
+        engine.dispose()
+
+
 def test_a_batch_of_long_texts_arrives_whole(conn):
     """A batch as dispatch stores it: 1,000 rows of texts with quotes, newlines, JSON and UTF-8."""
-    rows = [(i, f'Subject {i} "quoted"', f"line one\nline 'two' ✓ {i}\n" * 20, '{"body": "a\\nb", "n": %d}' % i)
+    rows = [(i, f'Subject {i} "quoted"', f"line one\nline 'two' ✓ {i}\n" * 20, f'{{"body": "a\\nb", "n": {i}}}')
             for i in range(1, 1_001)]
     found = rowset(conn, rows, [("id", BigInteger()), ("subject", Text()), ("body", Text()), ("payload", Text())],
                    "texts")

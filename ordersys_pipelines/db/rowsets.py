@@ -21,6 +21,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Index,
+    Integer,
     MetaData,
     String,
     Subquery,
@@ -69,9 +70,7 @@ def _postgresql_arrays(rows: Iterable[Sequence], columns: Columns, name: str) ->
     values = _rows_of_width(rows, len(columns), name)
     arrays = []
     for index, (column_name, type_) in enumerate(columns):
-        items = _BinaryArray(row[index] for row in values)
-        if any(type(item) is int for item in items):
-            items = _checked_ints(items, as_text=isinstance(type_, String), where=f"rowset {name}.{column_name}")
+        items = _checked(_BinaryArray(row[index] for row in values), type_, f"rowset {name}.{column_name}")
         arrays.append(cast(bindparam(f"{name}_{column_name}", items, type_=NullType()), ARRAY(type_)))
     source = (
         func.unnest(*arrays)
@@ -81,13 +80,34 @@ def _postgresql_arrays(rows: Iterable[Sequence], columns: Columns, name: str) ->
     return select(*[source.c[c] for c, _ in columns]).subquery(name)
 
 
-def _checked_ints(items: _BinaryArray, *, as_text: bool, where: str) -> _BinaryArray:
-    """Ints past 64 bits are refused, as every backend's row set refuses them (psycopg would
-    send them as numeric); in a text column an int is written as its digits."""
-    for item in items:
-        if type(item) is int and not -(2**63) <= item < 2**63:
+def _checked(items: _BinaryArray, type_: TypeEngine, where: str) -> _BinaryArray:
+    """The values as the JSON row sets took them: ints (64 bits at most) in an integer column,
+    strings in a text column, where an int is written as its digits; None anywhere. Anything else
+    is a TypeError here, not a value PostgreSQL would cast (a bool to 1) or psycopg refuse as a
+    programming error."""
+    if isinstance(type_, Integer):
+        for item in items:
+            if item is not None and type(item) is not int:
+                raise TypeError(f"{where}: {type(item).__name__} {item!r:.40} is not an integer")
+            if item is not None and not _INT64_MIN <= item <= _INT64_MAX:
+                raise OverflowError(f"{where}: {item} does not fit in 64 bits")
+        return items
+    if isinstance(type_, String) and not all(type(item) is str or item is None for item in items):
+        return _BinaryArray(_as_text(item, where) for item in items)
+    return items
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _as_text(item, where: str) -> str | None:
+    if item is None or type(item) is str:
+        return item
+    if type(item) is int:
+        if not _INT64_MIN <= item <= _INT64_MAX:
             raise OverflowError(f"{where}: {item} does not fit in 64 bits")
-    return _BinaryArray(str(item) if type(item) is int else item for item in items) if as_text else items
+        return str(item)
+    raise TypeError(f"{where}: {type(item).__name__} {item!r:.40} is not text")
 
 
 def _mysql_json_table(conn: Connection, rows: Iterable[Sequence], columns: Columns, name: str) -> Subquery:
