@@ -89,8 +89,14 @@ def payment_state():
     paid_back = exists().where(paybacks.c.order_id == orders.c.id, paybacks.c.type == "payback")
     # A verified decline, applied or not (a decline that finds the order cancelled is rejected,
     # yet it still says the gateway took nothing).
-    declined = exists().where(
-        payment_callbacks.c.payment_ref == orders.c.payment_ref, payment_callbacks.c.event_status == "declined"
+    # OFFSET 0 keeps this a lookup of the order's own callbacks through their payment_ref index.
+    # Without it PostgreSQL may hash the declines of the whole table once per batch instead (it
+    # costs the lookup as if every row got this far, where only unpaid orders do): 19 ms for a
+    # batch of 1,000 notifications at 28,000 callbacks, a scan that grows with the table.
+    declined = exists(
+        select(payment_callbacks.c.id)
+        .where(payment_callbacks.c.payment_ref == orders.c.payment_ref, payment_callbacks.c.event_status == "declined")
+        .offset(0)
     )
     return case(
         (orders.c.payment_ref.is_(None), "none"),
