@@ -1,9 +1,9 @@
-"""Ship a batch of Python rows to the database as ONE parameter and use it as a table.
+"""Ship a batch of Python rows to the database in one statement and use it as a table.
 
 Set-based statements often need per-row values computed in Python (a reason per order, a
 quantity per product). Instead of one statement per row, or thousands of bind parameters
-(PostgreSQL and SQLite both cap their number), the rows travel as a single JSON document that
-the database unpacks: `unnest` of one binary array per column on PostgreSQL, `JSON_TABLE` on
+(PostgreSQL and SQLite both cap their number), the rows travel in one statement and the
+database unpacks them: `unnest` of one binary array per column on PostgreSQL, `JSON_TABLE` on
 MySQL/MariaDB, an indexed temporary table on SQLite. The result is a subquery to join or to drive
 `UPDATE … FROM`.
 """
