@@ -89,24 +89,25 @@ def _checked(items: _BinaryArray, type_: TypeEngine, where: str) -> _BinaryArray
         for item in items:
             if item is not None and type(item) is not int:
                 raise TypeError(f"{where}: {type(item).__name__} {item!r:.40} is not an integer")
-            if item is not None and not _INT64_MIN <= item <= _INT64_MAX:
-                raise OverflowError(f"{where}: {item} does not fit in 64 bits")
+            if item is not None:
+                _int64(item, where)
         return items
     if isinstance(type_, String) and not all(type(item) is str or item is None for item in items):
         return _BinaryArray(_as_text(item, where) for item in items)
     return items
 
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+def _int64(item: int, where: str) -> int:
+    if not -(2**63) <= item < 2**63:
+        raise OverflowError(f"{where}: {item} does not fit in 64 bits")
+    return item
 
 
 def _as_text(item, where: str) -> str | None:
     if item is None or type(item) is str:
         return item
     if type(item) is int:
-        if not _INT64_MIN <= item <= _INT64_MAX:
-            raise OverflowError(f"{where}: {item} does not fit in 64 bits")
-        return str(item)
+        return str(_int64(item, where))
     raise TypeError(f"{where}: {type(item).__name__} {item!r:.40} is not text")
 
 
