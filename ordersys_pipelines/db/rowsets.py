@@ -87,10 +87,11 @@ def _checked(items: _BinaryArray, type_: TypeEngine, where: str) -> _BinaryArray
     programming error."""
     if isinstance(type_, Integer):
         for item in items:
-            if item is not None and type(item) is not int:
+            if item is None:
+                continue
+            if type(item) is not int:
                 raise TypeError(f"{where}: {type(item).__name__} {item!r:.40} is not an integer")
-            if item is not None:
-                _int64(item, where)
+            _int64(item, where)
         return items
     if isinstance(type_, String) and not all(type(item) is str or item is None for item in items):
         return _BinaryArray(_as_text(item, where) for item in items)
